@@ -1,0 +1,38 @@
+"""`vsod-train`: one sub-command per job; each module adds its own arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at module top, so `vsod-train --help` stays fast and a broken optional
+    # dependency only breaks the command that needs it.
+    from distill import evaluate, export, train
+    from distill.data import synthetic
+
+    parser = argparse.ArgumentParser(prog="vsod-train", description="Train, distil and evaluate vsod models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    synthetic.add_synth_command(commands)
+    train.add_train_command(commands)
+    evaluate.add_eval_command(commands)
+    export.add_export_command(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("vsod-train: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as error:
+        print(f"vsod-train {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

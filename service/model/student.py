@@ -1,0 +1,131 @@
+"""The STKD student: encoder -> inter-frame encoding -> saliency-guided decoder.
+
+    frame t ─▶ MobileNetV2 ─┬─ strides 4, 8, 16 ─────────────────────────────┐
+                            └─ stride 32 ─▶ InterFrameEncoder ◀─ previous ─┐  ▼
+                                               │ temporal      (state)     │ SaliencyGuidedDecoder
+                                               └───────────────────────────┼──▶ coarse, sides, final
+                                                 projected (next state) ───┘
+
+At inference the only thing carried between frames is the previous frame's projected stride-32
+tensor (`StudentOutput.state`). `forward_clip` encodes a whole clip in one batch and pairs each
+frame with its predecessor, which gives the same result as stepping frame by frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .decoder import SaliencyGuidedDecoder
+from .encoder import MobileNetV2Encoder
+from .interframe import InterFrameEncoder
+
+ARCHITECTURE = "stkd-student"
+
+# ImageNet statistics: the student normalises inside forward, so callers pass RGB in [0, 1].
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class StudentOutput:
+    """Everything one forward pass produces; the intermediates feed the distillation losses."""
+
+    logits: Tensor  # B,1,H,W at input resolution
+    side_logits: list[Tensor]  # deep supervision, strides 16, 8, 4
+    coarse_logits: Tensor  # stride 32, from the temporal deep features
+    spatial_features: Tensor  # stride-4 saliency-guided decoder features
+    temporal_features: Tensor  # stride-32 inter-frame encoded features
+    state: Tensor  # projected stride-32 features: the next frame's `previous`
+
+
+@dataclass
+class StudentConfig:
+    width_mult: float = 0.5
+    temporal_channels: int = 64
+    decoder_channels: int = 32
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"width_mult": self.width_mult, "temporal_channels": self.temporal_channels,
+                "decoder_channels": self.decoder_channels}
+
+
+class STKDStudent(nn.Module):
+    def __init__(self, config: StudentConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or StudentConfig()
+        self.encoder = MobileNetV2Encoder(self.config.width_mult)
+        channels = self.encoder.out_channels
+        self.interframe = InterFrameEncoder(channels[3], self.config.temporal_channels)
+        self.decoder = SaliencyGuidedDecoder(channels, self.config.temporal_channels, self.config.decoder_channels)
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's MobileNetV2 init: PyTorch's default conv init shrinks activations through
+        # 17 blocks until the deep features (and with them the inter-frame signal) vanish.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def state_shape(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
+        """Shape (C, h, w) of one frame's state for an input of (height, width)."""
+        height, width = input_size
+        for _ in range(5):  # five stride-2 stages; each rounds up like a padded 3x3 conv
+            height, width = (height + 1) // 2, (width + 1) // 2
+        return (self.config.temporal_channels, height, width)
+
+    def forward(self, frames: Tensor, previous: Tensor | None = None, fresh: Tensor | None = None) -> StudentOutput:
+        """frames: B,3,H,W RGB in [0, 1]; previous: the last frames' `state` (None: all first frames).
+
+        `fresh` (B bools) marks rows of a mixed batch whose stream is at its first frame: those pair
+        with themselves, whatever their row of `previous` holds.
+        """
+        levels = self.encoder((frames - self.mean) / self.std)
+        temporal, state = self.interframe(levels[3], previous, fresh)
+        return self._decode(frames.shape[-2:], levels, temporal, state)
+
+    def forward_clip(self, clip: Tensor, previous: Tensor | None = None) -> StudentOutput:
+        """clip: B,T,3,H,W; outputs are flattened to B*T, time-major within each clip.
+
+        Frame t pairs with frame t-1; the first frame pairs with `previous` (B,C,h,w: the state
+        carried in from an earlier chunk of the same stream) or, when None, with itself, exactly as
+        a stream does. So one batched pass equals stepping through the clip frame by frame.
+        """
+        batch, time = clip.shape[:2]
+        frames = clip.flatten(0, 1)
+        levels = self.encoder((frames - self.mean) / self.std)
+        deep = levels[3]
+        current = self.interframe.project(deep).unflatten(0, (batch, time))
+        first = current[:, :1] if previous is None else previous.unsqueeze(1)
+        paired = torch.cat([first, current[:, :-1]], dim=1).flatten(0, 1)
+        temporal, state = self.interframe(deep, paired)
+        return self._decode(frames.shape[-2:], levels, temporal, state)
+
+    def _decode(self, size: torch.Size, levels: list[Tensor], temporal: Tensor, state: Tensor) -> StudentOutput:
+        spatial, coarse, sides = self.decoder(levels, temporal)
+        logits = F.interpolate(sides[-1], size=size, mode="bilinear", align_corners=False)
+        return StudentOutput(logits, sides, coarse, spatial, temporal, state)
+
+
+def stkd_student(
+    width_mult: float = 0.5,
+    temporal_channels: int = 64,
+    decoder_channels: int = 32,
+    pretrained_encoder: str | None = None,
+) -> STKDStudent:
+    """Build the student; `pretrained_encoder` is a local torchvision-style MobileNetV2 checkpoint."""
+    model = STKDStudent(StudentConfig(width_mult, temporal_channels, decoder_channels))
+    if pretrained_encoder:
+        model.encoder.load_pretrained(pretrained_encoder)
+    return model

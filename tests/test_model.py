@@ -1,0 +1,127 @@
+"""The student network: budget, outputs, streaming equals offline, state bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from service.model import Predictor, StateError, StateMismatchError, StreamState, stkd_student
+from service.model.processing import probabilities_to_masks
+
+
+def test_budget_at_352() -> None:
+    model = stkd_student().eval()
+    params = sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.rand(1, 3, 352, 352))
+    assert params <= 2.5e6
+    assert counter.get_total_flops() <= 1.5e9
+
+
+def test_outputs_and_shapes() -> None:
+    model = stkd_student().eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 160, 224))
+    assert out.logits.shape == (2, 1, 160, 224)
+    assert [s.shape[-2:] for s in out.side_logits] == [(10, 14), (20, 28), (40, 56)]
+    assert out.coarse_logits.shape == (2, 1, 5, 7)
+    assert out.state.shape == (2, *model.state_shape((160, 224)))
+    assert out.spatial_features.shape[-2:] == (40, 56)
+    assert out.temporal_features.shape[-2:] == (5, 7)
+
+
+def test_previous_frame_changes_the_output() -> None:
+    """The inter-frame encoder must actually use the previous frame."""
+    from tests.conftest import calibrated_student
+
+    model = calibrated_student()
+    frame, other = torch.rand(1, 3, 128, 128), torch.zeros(1, 3, 128, 128)
+    other[..., 32:96, 32:96] = 1.0
+    with torch.no_grad():
+        alone = model(frame).logits
+        paired = model(frame, model(other).state).logits
+    assert (alone - paired).abs().max() > 1e-4
+
+
+def test_stream_equals_offline_clip(model_store) -> None:
+    model, manifest = model_store.load("test-student")
+    predictor = Predictor(model, manifest, "cpu")
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(10)]
+    clip = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames])
+    from service.model.processing import frames_to_tensor
+
+    with torch.no_grad():
+        offline = torch.sigmoid(model.forward_clip(frames_to_tensor(frames, manifest.input_size)[None]).logits)
+        state, streamed = None, []
+        for frame in frames:
+            batch = frames_to_tensor([frame], manifest.input_size)
+            previous = None if state is None else torch.from_numpy(state)[None]
+            out = model(batch, previous)
+            state = out.state[0].numpy()
+            streamed.append(torch.sigmoid(out.logits))
+    assert clip.shape[0] == 10
+    assert (offline - torch.cat(streamed)).abs().max().item() <= 1e-4
+    # And through the predictor's uint8 masks: the clip path in chunks equals frame-by-frame steps.
+    masks_offline = list(predictor.predict_clip(frames, chunk=4))
+    state_obj, masks_stream = None, []
+    for frame in frames:
+        mask, state_obj = predictor.step(frame, state_obj)
+        masks_stream.append(mask)
+    assert state_obj.frame_index == 10
+    for a, b in zip(masks_offline, masks_stream):
+        assert a.shape == (90, 120) and a.dtype == np.uint8
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_masks_at_frame_size() -> None:
+    probabilities = torch.rand(2, 1, 32, 32)
+    masks = probabilities_to_masks(probabilities, [(100, 50), (7, 300)])
+    assert [m.shape for m in masks] == [(100, 50), (7, 300)]
+    assert all(m.dtype == np.uint8 for m in masks)
+
+
+def test_state_bytes_round_trip_and_refusals() -> None:
+    features = np.random.default_rng(0).standard_normal((64, 11, 11)).astype(np.float32)
+    state = StreamState("m@abc", (352, 352), 7, features)
+    data = state.to_bytes()
+    assert len(data) <= 64 * 1024
+    back = StreamState.from_bytes(data, model_id="m@abc", input_size=(352, 352))
+    assert back.frame_index == 7 and np.array_equal(back.features, features)
+    with pytest.raises(StateMismatchError, match="model"):
+        StreamState.from_bytes(data, model_id="other@def")
+    with pytest.raises(StateMismatchError, match="input size"):
+        StreamState.from_bytes(data, input_size=(320, 320))
+    with pytest.raises(StateError):
+        StreamState.from_bytes(b"garbage")
+    with pytest.raises(StateError, match="truncated"):
+        StreamState.from_bytes(data[:-4])
+
+
+def test_mixed_batch_equals_single_steps(model_store) -> None:
+    predictor = Predictor(*model_store.load("test-student"), device="cpu")
+    rng = np.random.default_rng(2)
+    a, b, c = (rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(3))
+    _, state_b = predictor.step(b)
+    masks, states = predictor.step_batch([a, c], [None, state_b])
+    alone_a, _ = predictor.step(a)
+    alone_c, _ = predictor.step(c, state_b)
+    assert np.abs(masks[0].astype(int) - alone_a).max() <= 1
+    assert np.abs(masks[1].astype(int) - alone_c).max() <= 1
+    assert [s.frame_index for s in states] == [1, 2]
+
+
+def test_store_refuses_tampered_weights(tmp_path) -> None:
+    from service.model import ModelStoreError
+    from tests.conftest import make_test_store
+
+    store = make_test_store(tmp_path)
+    weights = tmp_path / "test-student" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelStoreError, match="sha256"):
+        store.load("test-student")
+    with pytest.raises(ModelStoreError, match="not found"):
+        store.load("no-such-model")
