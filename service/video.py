@@ -1,0 +1,363 @@
+"""Decode and encode video and images: frames in as uint8 HxWx3 RGB, masks out as PNG or video.
+
+Inputs (`open_media`): a video file, a folder of frames (natural sort, names = file stems) or one
+image. Each yields `(name, frame)` lazily, so a long clip is never held in memory. Problems with
+the input raise `VideoError` (a ValueError) with a one-line message, before any frame is returned.
+
+Why PyAV for video and OpenCV for still images:
+- PyAV's wheel bundles FFmpeg with libx264, so `MaskVideoWriter`/`OverlayVideoWriter` write H.264
+  (yuv420p, +faststart) mp4s that browsers and phones play; opencv-python-headless's VideoWriter
+  only offers MPEG-4 Part 2 ("mp4v") in mp4, which browsers refuse. Reading through the same FFmpeg
+  decodes the opencv-doc samples (msmpeg4, mpeg4, cinepak) frame for frame like cv2.VideoCapture,
+  gives the stream's exact rational frame rate, and lets us honour phone rotation metadata.
+- OpenCV's imdecode/imencode are the fastest PNG/JPEG codecs at hand and already a dependency.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import cv2
+import numpy as np
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+DEFAULT_FPS = 25.0  # for folders of frames, which carry no frame rate of their own
+
+Warn = Callable[[str], None]
+MediaKind = Literal["video", "folder", "image"]
+
+
+class VideoError(ValueError):
+    """The input cannot be read as a video, a folder of frames or an image (one-line message)."""
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- images as bytes
+
+
+def decode_image_bytes(data: bytes) -> np.ndarray:
+    """JPEG/PNG/BMP/WebP bytes -> uint8 HxWx3 RGB (gray and alpha images are converted)."""
+    if not data:
+        raise VideoError("empty image data")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    # IMREAD_COLOR also applies the EXIF orientation, so phone photos come out upright.
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoError("data is not a decodable image (expected JPEG, PNG or BMP)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A uint8 HxW mask (or an HxWx3 RGB image) -> PNG bytes."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError("encode_png needs a uint8 numpy array")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim != 2:
+        raise ValueError(f"encode_png needs HxW or HxWx3, got shape {image.shape}")
+    # Level 1: masks are smooth, so higher levels save little and cost several times the time.
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image file -> uint8 HxWx3 RGB; VideoError when it is missing or not an image."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()  # not cv2.imread: it fails silently on some non-ASCII paths
+    except OSError as error:
+        raise VideoError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        return decode_image_bytes(data)
+    except VideoError:
+        raise VideoError(f"{path} is not a readable image") from None
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so no half-written file remains."""
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    kind: MediaKind
+    path: Path
+    stem: str  # the input's name without suffix: names output files such as <stem>_mask.mp4
+    fps: float | None  # None for folders and single images
+    frame_count: int | None  # from the container for videos (may be approximate), exact otherwise
+    size: tuple[int, int]  # (height, width) of the first frame
+
+
+class MediaSource:
+    """An opened input: `info` plus `frames()`, a lazy iterator of (name, RGB frame)."""
+
+    def __init__(self, info: MediaInfo, frames: Callable[[], Iterator[tuple[str, np.ndarray]]],
+                 close: Callable[[], None] = lambda: None) -> None:
+        self.info = info
+        self._frames = frames
+        self._close = close
+
+    def frames(self) -> Iterator[tuple[str, np.ndarray]]:
+        return self._frames()
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> MediaSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def natural_key(name: str) -> list[int | str]:
+    """'frame10' sorts after 'frame9': digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def open_media(path: str | Path, warn: Warn = _warn_stderr) -> MediaSource:
+    """Open a video file, a folder of frames or one image; raise VideoError if it is none of them."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"input not found: {path}")
+    if path.is_dir():
+        return _open_folder(path, warn)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return _open_video(path)
+    if suffix in IMAGE_SUFFIXES:
+        frame = read_image(path)
+        info = MediaInfo("image", path, path.stem, None, 1, frame.shape[:2])
+        return MediaSource(info, lambda: iter([(path.stem, frame)]))
+    known = ", ".join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))
+    raise VideoError(f"unsupported input {path.name!r}: expected a video, an image ({known}) or a folder of frames")
+
+
+def _open_folder(folder: Path, warn: Warn) -> MediaSource:
+    # Hidden files are skipped: macOS leaves "._00001.jpg" resource forks beside real frames.
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+        key=lambda p: natural_key(p.name),
+    )
+    if not files:
+        raise VideoError(f"no frames (.jpg, .jpeg, .png, .bmp) in folder {folder}")
+    seen: dict[str, Path] = {}
+    for file in files:
+        if file.stem in seen:  # their masks would overwrite each other
+            raise VideoError(f"frames {seen[file.stem].name} and {file.name} in {folder} share the name {file.stem!r}")
+        seen[file.stem] = file
+    # The first readable frame fixes the reported size; a folder of only corrupt files is an error.
+    first: tuple[int, np.ndarray] | None = None
+    for index, file in enumerate(files):
+        try:
+            first = (index, read_image(file))
+            break
+        except VideoError as error:
+            warn(f"skipping corrupt frame: {error}")
+    if first is None:
+        raise VideoError(f"no readable frames in folder {folder}")
+    start, first_frame = first
+
+    def frames() -> Iterator[tuple[str, np.ndarray]]:
+        yield files[start].stem, first_frame
+        for file in files[start + 1 :]:
+            try:
+                yield file.stem, read_image(file)
+            except VideoError as error:
+                warn(f"skipping corrupt frame: {error}")
+
+    info = MediaInfo("folder", folder, folder.name, None, len(files) - start, first_frame.shape[:2])
+    return MediaSource(info, frames)
+
+
+def _open_video(path: Path) -> MediaSource:
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as error:
+        raise VideoError(f"cannot open video {path}: {_ffmpeg_reason(error)}") from None
+    try:
+        if not container.streams.video:
+            raise VideoError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame-parallel decoding; output order is unchanged
+        decoded = _decode(container, stream, path)
+        first = next(decoded, None)
+        if first is None:
+            raise VideoError(f"{path} contains no decodable video frames")
+    except BaseException:
+        container.close()
+        raise
+    rate = stream.average_rate or stream.guessed_rate
+    info = MediaInfo("video", path, path.stem, float(rate) if rate else None, stream.frames or None, first.shape[:2])
+
+    def frames() -> Iterator[tuple[str, np.ndarray]]:
+        yield f"{0:05d}", first
+        for index, frame in enumerate(decoded, start=1):
+            yield f"{index:05d}", frame
+
+    return MediaSource(info, frames, container.close)
+
+
+def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> Iterator[np.ndarray]:
+    index = 0
+    try:
+        for frame in container.decode(stream):
+            image = frame.to_ndarray(format="rgb24")
+            # Phones store portrait video as landscape plus a display rotation; apply it as
+            # players (and cv2.VideoCapture) do, so masks match what the user sees.
+            if turns := round((frame.rotation or 0) / 90) % 4:
+                image = np.ascontiguousarray(np.rot90(image, turns))
+            yield image
+            index += 1
+    except av.FFmpegError as error:
+        raise VideoError(f"decoding {path} failed after {index} frames: {_ffmpeg_reason(error)}") from None
+
+
+def _ffmpeg_reason(error: av.FFmpegError) -> str:
+    return str(getattr(error, "strerror", None) or error).splitlines()[0]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def overlay(frame: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 0, 0), strength: float = 0.6) -> np.ndarray:
+    """Tint `frame` towards `color` in proportion to the saliency in `mask` (same height and width)."""
+    if frame.shape[:2] != mask.shape[:2]:
+        mask = cv2.resize(mask, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+    alpha = mask.astype(np.float32)[..., None] * (strength / 255.0)
+    tinted = frame.astype(np.float32) * (1.0 - alpha) + np.asarray(color, np.float32) * alpha
+    return np.clip(np.rint(tinted), 0, 255).astype(np.uint8)
+
+
+def _video_rate(fps: float | None) -> Fraction:
+    # 2997/125 (23.976) or 30000/1001 survive; float noise in container rates does not.
+    return Fraction(fps if fps and fps > 0 else DEFAULT_FPS).limit_denominator(1001)
+
+
+class _H264Writer:
+    """Frames of one fixed size -> an mp4 written to a temporary name and renamed on close.
+
+    H.264/yuv420p needs even dimensions: odd sizes are padded by one replicated row/column, as
+    ffmpeg's usual `pad=ceil(iw/2)*2:ceil(ih/2)*2` does. Later frames of another size (folders
+    may mix sizes) are resized to the first frame's size.
+    """
+
+    pixel_format = "rgb24"
+
+    def __init__(self, path: str | Path, fps: float | None = None, crf: int = 18) -> None:
+        self.path = Path(path)
+        self.rate = _video_rate(fps)
+        self.crf = crf
+        self.frames_written = 0
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        self._size: tuple[int, int] | None = None
+
+    def _open(self, height: int, width: int) -> None:
+        self._size = (height, width)
+        self._container = av.open(str(self._tmp), "w", format="mp4", container_options={"movflags": "+faststart"})
+        try:
+            # The PyAV wheel bundles libx264; a build without it still writes a playable mp4 with mpeg4.
+            stream = self._container.add_stream("libx264", rate=self.rate, options={"crf": str(self.crf), "preset": "veryfast"})
+        except (av.FFmpegError, ValueError):
+            stream = self._container.add_stream("mpeg4", rate=self.rate, options={"qscale": "2"})
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        self._stream = stream
+
+    def write(self, image: np.ndarray) -> None:
+        if self._container is None:
+            self._open(*image.shape[:2])
+        assert self._stream is not None and self._size is not None
+        height, width = self._size
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        if height % 2 or width % 2:
+            pad = ((0, height % 2), (0, width % 2)) + ((0, 0),) * (image.ndim - 2)
+            image = np.pad(image, pad, mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=self.pixel_format)
+        frame.pts = self.frames_written
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush and publish the file (an empty writer writes nothing)."""
+        if self._container is None:
+            return
+        assert self._stream is not None
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial file (an interrupted run leaves no truncated video behind)."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except av.FFmpegError:
+                pass
+            self._container = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> _H264Writer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class MaskVideoWriter(_H264Writer):
+    """8-bit masks (HxW uint8) as a gray-looking H.264 video."""
+
+    pixel_format = "gray"
+
+    def write(self, mask: np.ndarray) -> None:  # type: ignore[override]
+        if mask.dtype != np.uint8 or mask.ndim != 2:
+            raise ValueError(f"a mask must be HxW uint8, got {mask.dtype} {mask.shape}")
+        super().write(mask)
+
+
+class OverlayVideoWriter(_H264Writer):
+    """Frames with their masks tinted over them (see `overlay`), as an H.264 video."""
+
+    def __init__(self, path: str | Path, fps: float | None = None, crf: int = 20,
+                 color: tuple[int, int, int] = (255, 0, 0), strength: float = 0.6) -> None:
+        super().__init__(path, fps, crf)
+        self.color = color
+        self.strength = strength
+
+    def write(self, frame: np.ndarray, mask: np.ndarray) -> None:  # type: ignore[override]
+        super().write(overlay(frame, mask, self.color, self.strength))
