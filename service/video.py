@@ -231,7 +231,7 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
             image = frame.to_ndarray(format="rgb24")
             # Phones store portrait video as landscape plus a display rotation; apply it as
             # players (and cv2.VideoCapture) do, so masks match what the user sees.
-            if turns := round((frame.rotation or 0) / 90) % 4:
+            if turns := round((getattr(frame, "rotation", 0) or 0) / 90) % 4:  # PyAV >= 13
                 image = np.ascontiguousarray(np.rot90(image, turns))
             yield image
             index += 1
