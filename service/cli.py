@@ -1,0 +1,274 @@
+"""`vsod`: predict masks for videos, folders of frames and images; list the model store; serve.
+
+    vsod predict clip.mp4 --out masks/                  one PNG per frame: masks/00000.png ...
+    vsod predict clip.mp4 --out out/ --format mp4       out/clip_mask.mp4
+    vsod predict frames/ --out out/ --format overlay    out/frames_overlay.mp4
+    vsod models --verbose                               the store, with measured params and GFLOPs
+    vsod serve --port 8000                              the web service (service.server)
+
+Problems are one line on stderr: exit 2 for a wrong command line, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+DEFAULT_MODEL = "vsod-student"
+FORMATS = ("png", "mp4", "overlay")
+
+
+class UsageError(Exception):
+    """A combination of arguments that cannot work (exit 2, like argparse's own errors)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports errors in one line, as every other vsod error is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def default_model() -> str:
+    return os.environ.get("VSOD_MODEL") or DEFAULT_MODEL
+
+
+def store_root(given: str | None) -> Path:
+    from service.model.store import default_store_root
+
+    return Path(given) if given else default_store_root()
+
+
+# ---------------------------------------------------------------- predict
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    # Heavy imports here, not at module top, so `vsod --help` answers at once.
+    import torch
+    from tqdm import tqdm
+
+    from service.model.predictor import Predictor
+    from service.model.store import ModelStore
+    from service.video import MaskVideoWriter, OverlayVideoWriter, encode_png, open_media, overlay, write_atomic
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError("--max-frames must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available to this torch build")
+
+    def warn(message: str) -> None:
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
+    # Input and model are checked before anything is written.
+    source = open_media(args.input, warn=warn)
+    with source:
+        info = source.info
+        if info.kind == "image" and args.format == "mp4":
+            raise UsageError("--format mp4 needs a video or a folder of frames; use png or overlay for one image")
+        predictor = Predictor.from_store(args.model or default_model(), ModelStore(store_root(args.store)), args.device)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; it must be a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        fps = info.fps or args.fps
+
+        frames = source.frames()
+        if args.max_frames is not None:
+            frames = itertools.islice(frames, args.max_frames)
+        total = info.frame_count if args.max_frames is None else min(info.frame_count or args.max_frames, args.max_frames)
+        # predict_clip pulls frames lazily (a chunk at a time); the queue pairs each mask that comes
+        # out with its frame's name (and the frame itself, for overlays) without holding the clip.
+        pending: deque[tuple[str, np.ndarray]] = deque()
+
+        def feed() -> Iterator[np.ndarray]:
+            for name, frame in frames:
+                pending.append((name, frame))
+                yield frame
+
+        writer: MaskVideoWriter | OverlayVideoWriter | None = None
+        if args.format == "mp4":
+            destination = out / f"{info.stem}_mask.mp4"
+            writer = MaskVideoWriter(destination, fps)
+        elif args.format == "overlay" and info.kind != "image":
+            destination = out / f"{info.stem}_overlay.mp4"
+            writer = OverlayVideoWriter(destination, fps)
+        elif args.format == "overlay":
+            destination = out / f"{info.stem}_overlay.png"
+        else:
+            destination = out
+
+        count = 0
+        start = time.perf_counter()
+        bar = tqdm(total=total, unit="frame", desc=info.stem, disable=args.quiet, file=sys.stderr, dynamic_ncols=True)
+        try:
+            for mask in predictor.predict_clip(feed(), chunk=args.chunk):
+                name, frame = pending.popleft()
+                if isinstance(writer, MaskVideoWriter):
+                    writer.write(mask)
+                elif isinstance(writer, OverlayVideoWriter):
+                    writer.write(frame, mask)
+                elif args.format == "overlay":
+                    write_atomic(destination, encode_png(overlay(frame, mask)))
+                else:
+                    write_atomic(out / f"{name}.png", encode_png(mask))
+                count += 1
+                bar.update(1)
+        except BaseException:
+            if writer is not None:
+                writer.abort()  # no truncated video; PNGs already written are complete and stay
+            raise
+        finally:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    elapsed = time.perf_counter() - start
+    rate = count / elapsed if elapsed > 0 else float("inf")
+    print(f"{count} frames in {elapsed:.1f} s ({rate:.1f} fps), model {predictor.model_id} on {predictor.device} -> {destination}")
+    return 0
+
+
+# ---------------------------------------------------------------- models
+
+
+def summarize_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
+    """A short 'name=value' summary of a manifest's metrics, headline numbers first."""
+    preferred = ("s_measure", "max_f", "mean_e", "mae")
+    leaves: list[tuple[str, float]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key != "per_sequence":  # detail for reports, not for a one-line summary
+                    walk(f"{prefix}{key}/" if isinstance(item, dict) else f"{prefix}{key}", item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            leaves.append((prefix, float(value)))
+
+    walk("", metrics)
+    leaves.sort(key=lambda leaf: next((i for i, k in enumerate(preferred) if leaf[0].endswith(k)), len(preferred)))
+    shown = [f"{key}={value:.3f}" if abs(value) < 1000 else f"{key}={value:.0f}" for key, value in leaves[:limit]]
+    return " ".join(shown) + (" …" if len(leaves) > limit else "") or "-"
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from service.model.store import ModelStore, ModelStoreError
+
+    store = ModelStore(store_root(args.store))
+    if not store.root.is_dir():
+        raise FileNotFoundError(f"model store not found: {store.root}")
+    names = store.names()
+    if not names:
+        print(f"no models in {store.root}")
+        return 0
+    header = ["NAME", "INPUT", "VERSION"]
+    if args.verbose:
+        header += ["PARAMS", "GFLOPs@352x352", "GFLOPs@input"]
+    rows = [header + ["METRICS"]]
+    for name in names:
+        try:
+            manifest = store.manifest(name)
+            row = [name, f"{manifest.input_size[0]}x{manifest.input_size[1]}", manifest.version]
+            if args.verbose:
+                row += _measured(store, name, manifest.input_size)
+            rows.append(row + [summarize_metrics(manifest.metrics)])
+        except ModelStoreError as error:  # one broken entry must not hide the others
+            rows.append([name, "error:", str(error).splitlines()[0]])
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
+    print(f"model store: {store.root}")
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) if i < len(widths) else cell for i, cell in enumerate(row)).rstrip())
+    return 0
+
+
+def _measured(store: Any, name: str, input_size: tuple[int, int]) -> list[str]:
+    from service.model.complexity import count_flops, count_parameters
+
+    model, _ = store.load(name)
+    return [
+        f"{count_parameters(model) / 1e6:.3f}M",
+        f"{count_flops(model, (352, 352)) / 1e9:.3f}",
+        f"{count_flops(model, tuple(input_size)) / 1e9:.3f}",
+    ]
+
+
+# ---------------------------------------------------------------- serve
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from service.server import serve
+    from service.settings import Settings
+
+    given = {"host": args.host, "port": args.port, "model": args.model, "model_store": args.store,
+             "redis_url": args.redis_url}
+    serve(Settings(**{key: value for key, value in given.items() if value is not None}))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="vsod", description="Fast video salient object detection.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    predict = commands.add_parser(
+        "predict", help="saliency masks for a video, a folder of frames or one image",
+        description="Write one 8-bit mask per frame (png), a mask video (mp4) or the input with the mask "
+        "tinted over it (overlay: an mp4 for a video or a folder, a PNG for one image).",
+    )
+    predict.add_argument("input", help="video file (mp4, avi, mov, mkv, webm...), folder of frames (.jpg/.png) or one image")
+    predict.add_argument("--out", required=True, help="output folder (created if missing)")
+    predict.add_argument("--model", help=f"model name in the store (default: $VSOD_MODEL or {DEFAULT_MODEL})")
+    predict.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
+    predict.add_argument("--format", choices=FORMATS, default="png",
+                         help="png: DIR/<frame>.png; mp4: DIR/<input>_mask.mp4; overlay: DIR/<input>_overlay.mp4 (.png for one image)")
+    predict.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    predict.add_argument("--max-frames", type=int, help="stop after this many frames")
+    predict.add_argument("--fps", type=float, default=25.0, help="frame rate of videos made from a folder of frames")
+    predict.add_argument("--chunk", type=int, default=8, help=argparse.SUPPRESS)  # frames per forward pass
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=run_predict)
+
+    models = commands.add_parser("models", help="list the models in the store")
+    models.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
+    models.add_argument("--verbose", "-v", action="store_true", help="also load each model: parameters and GFLOPs per frame")
+    models.set_defaults(func=run_models)
+
+    serve = commands.add_parser("serve", help="run the web service (settings also from VSOD_* variables)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--model")
+    serve.add_argument("--store", help="model store folder")
+    serve.add_argument("--redis-url", help="e.g. redis://127.0.0.1:6379/0 (default: in-memory state)")
+    serve.set_defaults(func=run_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"vsod {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as error:
+        print(f"vsod {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    # ModelStoreError is a RuntimeError and VideoError a ValueError; OSError covers unwritable output.
+    except (ValueError, OSError, RuntimeError) as error:
+        message = str(error).strip().splitlines()
+        print(f"vsod {args.command}: error: {message[0] if message else type(error).__name__}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
