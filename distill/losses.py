@@ -1,0 +1,99 @@
+"""Training losses: supervised saliency (BCE + soft IoU with deep supervision).
+
+Every loss function returns `(total, terms)`: a scalar tensor to back-propagate and a dict of
+named float terms for the training log. The distillation losses (spatial and temporal KD) join
+here as further functions of the same shape, and the trainer adds their totals.
+
+Shapes follow `STKDStudent.forward_clip`: outputs are flattened to B*T rows (time-major within
+each clip), ground truth comes from `ClipDataset` as masks B,T,1,H,W and `valid` B,T.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from service.model import StudentOutput
+
+
+@dataclass
+class SaliencyLossWeights:
+    """Weights of the supervised terms; the final map dominates, deeper maps only guide."""
+
+    bce: float = 1.0
+    iou: float = 1.0
+    final: float = 1.0
+    # Side outputs at strides 16 and 8 (the stride-4 side output *is* the final map before
+    # upsampling, so supervising it again would only double the final term's weight).
+    sides: tuple[float, ...] = (0.5, 0.5)
+    coarse: float = 0.25
+
+
+def resize_target(masks: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Ground truth at another scale: area averaging keeps soft boundaries instead of aliasing."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(masks, size=tuple(size), mode="area")
+
+
+def bce_iou(logits: Tensor, target: Tensor, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(binary cross-entropy, soft-Jaccard loss) of N,1,h,w logits against targets in [0, 1].
+
+    BCE is the per-pixel mean; the IoU loss is computed per map and averaged, so small objects
+    weigh as much as large ones. `smooth` keeps empty ground truth with an empty prediction at ~0.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    probability = torch.sigmoid(logits)
+    intersection = (probability * target).flatten(1).sum(1)
+    union = (probability + target).flatten(1).sum(1) - intersection
+    iou = 1.0 - (intersection + smooth) / (union + smooth)
+    return bce, iou.mean()
+
+
+def select_valid(output: StudentOutput, masks: Tensor, valid: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Rows of the flattened output that have ground truth, with their masks (N,1,H,W).
+
+    Returns the maps in supervision order [final, sides..., coarse] restricted to valid rows.
+    """
+    flat_masks = masks.flatten(0, 1).float()
+    rows = valid.flatten().to(torch.bool)
+    maps = [output.logits, *output.side_logits[:-1], output.coarse_logits]
+    return [m[rows] for m in maps], flat_masks[rows]
+
+
+def saliency_loss(
+    output: StudentOutput, masks: Tensor, valid: Tensor, weights: SaliencyLossWeights | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Deep-supervised BCE + IoU over the frames whose `valid` flag is set.
+
+    masks: B,T,1,H,W in [0, 1] at the input resolution; valid: B,T bools. A batch without any
+    valid frame gives a zero loss that still back-propagates (zero gradients), so the trainer
+    never has to special-case it.
+    """
+    weights = weights or SaliencyLossWeights()
+    if len(weights.sides) != len(output.side_logits) - 1:
+        raise ValueError(f"need {len(output.side_logits) - 1} side weights, got {len(weights.sides)}")
+    maps, target = select_valid(output, masks, valid)
+    height = output.logits.shape[-2]
+    # Terms named by stride (final, side16, side8, coarse) so logs read the same at any input size.
+    names = ["final", *(f"side{height // m.shape[-2]}" for m in maps[1:-1]), "coarse"]
+    if target.shape[0] == 0:
+        zero = output.logits.sum() * 0.0
+        return zero, {"loss": 0.0, "bce": 0.0, "iou": 0.0, **dict.fromkeys(names, 0.0), "valid_frames": 0.0}
+
+    scale_weights = [weights.final, *weights.sides, weights.coarse]
+    total = maps[0].new_zeros(())
+    terms: dict[str, float] = {"bce": 0.0, "iou": 0.0}
+    for name, scale_weight, logits in zip(names, scale_weights, maps):
+        bce, iou = bce_iou(logits, resize_target(target, logits.shape[-2:]))
+        term = weights.bce * bce + weights.iou * iou
+        total = total + scale_weight * term
+        terms[name] = float(term.detach())
+        if name == "final":  # the headline numbers are those of the map users get
+            terms["bce"], terms["iou"] = float(bce.detach()), float(iou.detach())
+    terms["loss"] = float(total.detach())
+    terms["valid_frames"] = float(target.shape[0])
+    return total, terms
