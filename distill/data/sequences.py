@@ -1,0 +1,93 @@
+"""One in-memory description of a video with (possibly sparse) ground truth, and the two readers.
+
+Every loader, real or synthetic, ends in a list of `VideoSequence`, so training and evaluation never
+care which benchmark's folder layout the frames came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class VideoSequence:
+    """A clip: sorted frame paths and ground-truth masks keyed by frame index (sparse GT allowed)."""
+
+    name: str
+    frames: list[Path]
+    masks: dict[int, Path] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def annotated(self) -> list[int]:
+        """Frame indices that carry ground truth, ascending."""
+        return sorted(self.masks)
+
+
+def natural_key(path: Path | str) -> tuple:
+    """Sort `f2` before `f10` (FBMS and SegTrack frames are not always zero-padded)."""
+    name = Path(path).name
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, in natural order."""
+    if not folder.is_dir():
+        return []
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=natural_key)
+
+
+def read_rgb(path: Path | str) -> np.ndarray:
+    """uint8 HxWx3 RGB; grayscale images are expanded, alpha dropped."""
+    path = Path(path)
+    # np.fromfile + imdecode instead of imread: imread cannot open non-ASCII paths on some platforms.
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"cannot read image {path}: not a decodable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """bool HxW foreground.
+
+    Palette PNGs (DAVIS-2017 object ids) are read as indices, not colours, and any non-zero label is
+    foreground. Grayscale or RGB masks: > half range, or > 0 when the file is strictly 0/1.
+    """
+    path = Path(path)
+    # Pillow, not OpenCV: OpenCV expands a palette to colours, losing which index is background.
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode == "P":
+                return np.asarray(image) != 0
+            if image.mode == "1":
+                return np.asarray(image).astype(bool)
+            if image.mode in ("LA", "RGBA", "PA"):
+                image = image.convert("RGB" if image.mode == "RGBA" else "L")
+            array = np.asarray(image)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ValueError(f"cannot read mask {path}: {error}") from error
+    if array.ndim == 3:
+        array = array.max(axis=2)
+    if array.size == 0:
+        raise ValueError(f"cannot read mask {path}: empty image")
+    peak = int(array.max())
+    if peak <= 1:
+        return array > 0
+    threshold = 32767 if array.dtype != np.uint8 and peak > 255 else 127
+    return array > threshold

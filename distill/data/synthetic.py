@@ -1,0 +1,449 @@
+"""Procedural video clips with exact ground truth, written in the DAVIS-2016 layout.
+
+Each clip: 1-3 salient objects (varied silhouettes and textures, coloured to contrast with the scene)
+that move, turn and scale smoothly in frame coordinates, over a textured background seen through a
+panning, zooming camera; faint distractors that belong to the background (not salient, not in the mask);
+lighting changes, sensor noise, blur; objects leaving or entering the frame; and sometimes one
+camouflaged object cut from the background itself, so only its motion gives it away.
+
+Saliency is thus defined by contrast plus independent motion, which is what the student must learn
+from colour and from the previous frame. Deterministic by seed: sequence i of a split draws from
+SeedSequence([seed, crc32(split), i]), so a clip never depends on how many others were generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from . import textures as tx
+
+Rng = np.random.Generator
+FG_TEXTURES = ("solid", "gradient", "stripes", "checker", "spots", "noise", "tinted", "photo")
+FG_WEIGHTS = (0.14, 0.14, 0.12, 0.06, 0.08, 0.14, 0.12, 0.2)
+BG_TEXTURES = ("noise", "tinted", "photo", "gradient", "stripes")
+BG_WEIGHTS = (0.25, 0.25, 0.3, 0.1, 0.1)
+
+
+@dataclass
+class Layer:
+    """A sprite (texture + alpha) and its smooth pose over time."""
+
+    rgb: np.ndarray  # float32 n,n,3 in [0, 1]
+    alpha: np.ndarray  # float32 n,n in [0, 1]
+    salient: bool
+    world: bool  # True: fixed in the background (moves with the camera); False: pose in frame coordinates
+    start: np.ndarray  # centre at t=0, pixels
+    end: np.ndarray  # centre at the last frame (before wobble)
+    wobble: np.ndarray = field(default_factory=lambda: np.zeros(2))  # amplitude, pixels
+    wobble_freq: float = 0.0  # radians per frame
+    wobble_phase: float = 0.0
+    angle: float = 0.0  # degrees at t=0
+    spin: float = 0.0  # degrees per frame
+    scale: float = 1.0
+    growth: float = 0.0  # relative scale change per frame
+    squash: float = 0.0  # anisotropic breathing amplitude (non-rigid look)
+    shadow: float = 0.0  # darkening of a soft drop shadow (0: none); shadows are not salient
+    shadow_offset: np.ndarray = field(default_factory=lambda: np.zeros(2))
+
+    def matrix(self, t: int, steps: int) -> np.ndarray:
+        """2x3 affine from sprite pixels to (frame or world) pixels at frame t."""
+        u = t / max(steps - 1, 1)
+        centre = self.start + (self.end - self.start) * u + self.wobble * np.sin(self.wobble_freq * t + self.wobble_phase)
+        scale = self.scale * (1.0 + self.growth * t)
+        breathe = self.squash * np.sin(0.35 * t + self.wobble_phase)
+        theta = np.deg2rad(self.angle + self.spin * t)
+        rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        linear = rotation @ np.diag([scale * (1 + breathe), scale * (1 - breathe)])
+        half = (self.alpha.shape[1] - 1) / 2.0, (self.alpha.shape[0] - 1) / 2.0
+        return np.hstack([linear, (centre - linear @ np.array(half))[:, None]])
+
+
+@dataclass
+class Camera:
+    """World (background canvas) -> frame: pan along a line with hand shake, zoom, slow roll."""
+
+    start: np.ndarray
+    end: np.ndarray
+    shake: np.ndarray
+    shake_freq: float
+    zoom: tuple[float, float]
+    roll: tuple[float, float]  # degrees at the first and last frame
+
+    def matrix(self, t: int, steps: int, size: tuple[int, int]) -> np.ndarray:
+        u = t / max(steps - 1, 1)
+        centre = self.start + (self.end - self.start) * u + self.shake * np.sin(self.shake_freq * t + np.array([0.0, 1.3]))
+        zoom = self.zoom[0] + (self.zoom[1] - self.zoom[0]) * u
+        theta = np.deg2rad(self.roll[0] + (self.roll[1] - self.roll[0]) * u)
+        linear = zoom * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        frame_centre = np.array([(size[1] - 1) / 2.0, (size[0] - 1) / 2.0])
+        return np.hstack([linear, (frame_centre - linear @ centre)[:, None]])
+
+
+@dataclass
+class Effects:
+    gain: float = 1.0
+    gain_swing: float = 0.0  # lighting change over the clip
+    gain_freq: float = 0.0
+    tint: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
+    light: float = 0.0  # strength of a drifting illumination gradient
+    light_angle: float = 0.0
+    light_drift: float = 0.0  # radians per frame
+    noise: float = 0.0  # sensor noise sigma, [0, 1] units
+    noise_seed: int = 0
+    blur: float = 0.0  # Gaussian sigma, pixels
+    motion_blur: int = 0  # kernel length along the pan, pixels
+    motion_angle: float = 0.0
+
+
+@dataclass
+class Scene:
+    size: tuple[int, int]  # frame (height, width)
+    steps: int
+    background: np.ndarray  # float32 canvas, larger than the frame
+    camera: Camera
+    layers: list[Layer]  # drawing order, back to front
+    effects: Effects
+    camouflage: bool = False
+
+
+# -------------------------------------------------------------------------------------- rendering
+
+
+def _composite(frame: np.ndarray, mask: np.ndarray, layer: Layer, matrix: np.ndarray) -> None:
+    n_h, n_w = layer.alpha.shape
+    corners = matrix @ np.array([[0, n_w, 0, n_w], [0, 0, n_h, n_h], [1, 1, 1, 1]], np.float64)
+    height, width = mask.shape
+    x0, y0 = max(int(np.floor(corners[0].min())) - 1, 0), max(int(np.floor(corners[1].min())) - 1, 0)
+    x1, y1 = min(int(np.ceil(corners[0].max())) + 2, width), min(int(np.ceil(corners[1].max())) + 2, height)
+    if x1 <= x0 or y1 <= y0:
+        return  # entirely outside the frame
+    local = matrix.copy()
+    local[:, 2] -= (x0, y0)
+    roi = (x1 - x0, y1 - y0)
+    alpha = cv2.warpAffine(layer.alpha, local, roi, flags=cv2.INTER_LINEAR, borderValue=0)
+    region = frame[y0:y1, x0:x1]
+    if layer.shadow > 0:
+        shifted = local.copy()
+        shifted[:, 2] += layer.shadow_offset
+        shade = cv2.warpAffine(layer.alpha, shifted, roi, flags=cv2.INTER_LINEAR, borderValue=0)
+        shade = cv2.GaussianBlur(shade, (0, 0), 3.0)
+        region *= (1.0 - layer.shadow * shade)[..., None]
+    rgb = cv2.warpAffine(layer.rgb, local, roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    region += (rgb - region) * alpha[..., None]
+    inside = alpha >= 0.5  # the ground truth: where the object covers at least half the pixel
+    if layer.salient:
+        mask[y0:y1, x0:x1] |= inside
+    else:
+        mask[y0:y1, x0:x1] &= ~inside
+
+
+def render_frame(scene: Scene, t: int, effects: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Frame t as uint8 RGB and its exact bool ground truth."""
+    height, width = scene.size
+    camera = scene.camera.matrix(t, scene.steps, scene.size)
+    frame = cv2.warpAffine(scene.background, camera, (width, height), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT_101)
+    mask = np.zeros((height, width), bool)
+    for layer in scene.layers:
+        matrix = layer.matrix(t, scene.steps)
+        if layer.world:  # compose: sprite -> world -> frame
+            matrix = camera @ np.vstack([matrix, [0, 0, 1]])
+        _composite(frame, mask, layer, matrix)
+    if effects:
+        frame = _apply_effects(scene, frame, t)
+    return np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8), mask
+
+
+def _apply_effects(scene: Scene, frame: np.ndarray, t: int) -> np.ndarray:
+    fx = scene.effects
+    height, width = scene.size
+    gain = fx.gain * (1.0 + fx.gain_swing * np.sin(fx.gain_freq * t))
+    frame *= (gain * fx.tint).astype(np.float32)
+    if fx.light > 0:
+        angle = fx.light_angle + fx.light_drift * t
+        y, x = np.linspace(-1, 1, height, dtype=np.float32), np.linspace(-1, 1, width, dtype=np.float32)
+        field_ = 1.0 + fx.light * (np.cos(angle) * x[None, :] + np.sin(angle) * y[:, None])
+        frame *= field_[..., None]
+    if fx.motion_blur > 1:
+        kernel = np.zeros((fx.motion_blur, fx.motion_blur), np.float32)
+        c = (fx.motion_blur - 1) / 2.0
+        d = np.array([np.cos(fx.motion_angle), np.sin(fx.motion_angle)]) * c
+        cv2.line(kernel, (int(round(c - d[0])), int(round(c - d[1]))), (int(round(c + d[0])), int(round(c + d[1]))), 1.0, 1)
+        frame = cv2.filter2D(frame, -1, kernel / kernel.sum())
+    if fx.blur > 0:
+        frame = cv2.GaussianBlur(frame, (0, 0), fx.blur)
+    if fx.noise > 0:
+        rng = np.random.default_rng([fx.noise_seed, t])  # fresh grain every frame, reproducible
+        frame += rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(fx.noise)
+    return frame
+
+
+# --------------------------------------------------------------------------------------- sampling
+
+
+def _choice(rng: Rng, items: tuple[str, ...], weights: tuple[float, ...]) -> str:
+    p = np.asarray(weights, float)
+    return items[int(rng.choice(len(items), p=p / p.sum()))]
+
+
+def _background(rng: Rng, height: int, width: int, busy: bool = False) -> np.ndarray:
+    """A canvas of one texture, or two or three regions split by a wavy horizon (ground, wall, sky).
+
+    `busy` (for camouflage) gives a sharp, high-contrast texture, so that a patch of it moving
+    against the rest is visible through motion alone.
+    """
+    def one() -> np.ndarray:
+        kind = "tinted" if busy else _choice(rng, BG_TEXTURES, BG_WEIGHTS)
+        photos = tx.available_photos(tx.BACKGROUND_GREYS if kind == "tinted" else tx.BACKGROUND_COLOURS)
+        colours = tx.random_colours(rng, 2)
+        if busy:
+            colours[1] = colours[0] * rng.uniform(0.2, 0.45)
+        elif kind in ("stripes", "gradient"):  # keep busy patterns from out-shouting the objects
+            colours[1] = colours[0] * 0.6 + colours[1] * 0.4
+        return tx.texture(rng, kind, height, width, colours, photos)
+
+    canvas = one()
+    if not busy and rng.random() < 0.4:
+        for _ in range(int(rng.integers(1, 3))):
+            x = np.arange(width, dtype=np.float32)
+            wave = height * rng.uniform(0.25, 0.75) + height * 0.08 * np.sin(x / width * rng.uniform(2, 8) + rng.uniform(0, 6))
+            below = (np.arange(height, dtype=np.float32)[:, None] > wave[None, :]).astype(np.float32)
+            below = cv2.GaussianBlur(below, (0, 0), 1.5)[..., None]
+            canvas = canvas * (1 - below) + one() * below
+    if not busy and rng.random() < 0.5:  # photographic backgrounds are never perfectly sharp
+        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 2.0))
+    return canvas.astype(np.float32)
+
+
+def _sprite_texture(rng: Rng, size: int, reference: np.ndarray) -> np.ndarray:
+    kind = _choice(rng, FG_TEXTURES, FG_WEIGHTS)
+    colours = tx.contrasting_colours(rng, reference, 2, min_distance=30.0)
+    if rng.random() < 0.6:  # mostly one dominant hue, so the object reads as one thing
+        colours[1] = np.clip(colours[0] * rng.uniform(0.5, 1.3) + rng.uniform(-0.1, 0.1, 3), 0, 1)
+    photos = tx.available_photos(tx.GREY_PHOTOS if kind == "tinted" else tx.COLOUR_PHOTOS)
+    rgb = tx.texture(rng, kind, size, size, colours, photos)
+    if kind == "photo":  # natural detail, but recoloured to stand out from this background
+        rgb = tx.recolour(rgb, colours[0], spread=rng.uniform(6.0, 16.0))
+    shade = rng.uniform(0.0, 0.3)  # light from one side, a hint of volume
+    ramp = np.linspace(-1, 1, size, dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    rgb *= 1.0 + shade * (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None])[..., None]
+    return np.clip(rgb, 0, 1).astype(np.float32)
+
+
+def _trajectory(rng: Rng, size: tuple[int, int], radius: float, steps: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end centres in frame pixels for mode stay | leave | enter | partial."""
+    height, width = size
+    box = np.array([width, height], float)
+    inner = lambda: box * rng.uniform(0.22, 0.78, 2)  # noqa: E731
+    start = inner()
+    reach = min(0.45 * min(height, width), 5.0 * steps * min(height, width) / 270)
+    end = start + rng.normal(0, 1, 2) * reach * rng.uniform(0.1, 0.6)
+    end = np.clip(end, box * 0.15, box * 0.85)
+    if mode in ("leave", "enter", "partial"):
+        side = int(rng.integers(4))
+        axis, far = side % 2, side // 2  # 0: x, 1: y; 0: low edge, 1: high edge
+        edge = end.copy()
+        out = radius * (1.3 if mode != "partial" else rng.uniform(-0.2, 0.5))
+        edge[axis] = box[axis] + out if far else -out
+        if mode == "enter":
+            start, end = edge, start
+        else:
+            end = edge
+    return start, end
+
+
+def sample_scene(rng: Rng, size: tuple[int, int], steps: int) -> Scene:
+    """One random clip description; rendering it is deterministic."""
+    height, width = size
+    short = float(min(height, width))
+    canvas_h, canvas_w = int(height * 1.5) + 8, int(width * 1.5) + 8
+    camouflage = rng.random() < 0.1
+    background = _background(rng, canvas_h, canvas_w, busy=camouflage)
+    reference = tx.colour_samples(background)
+
+    margin = np.array([(canvas_w - width) / 2.0, (canvas_h - height) / 2.0])
+    centre = np.array([(canvas_w - 1) / 2.0, (canvas_h - 1) / 2.0])
+    shake = rng.uniform(0, 0.012, 2) * short * (rng.random() < 0.6)
+    travel = (margin - shake - 0.06 * short) * 0.9
+    still = rng.random() < 0.25
+    cam_start = centre + rng.uniform(-1, 1, 2) * travel
+    cam_end = cam_start if still else centre + rng.uniform(-1, 1, 2) * travel
+    zoom0 = rng.uniform(1.0, 1.15)
+    zoom1 = max(1.0, zoom0 * rng.uniform(0.9, 1.15)) if rng.random() < 0.5 else zoom0
+    roll = (rng.uniform(-2, 2), rng.uniform(-2, 2)) if rng.random() < 0.4 else (0.0, 0.0)
+    camera = Camera(cam_start, cam_end, shake, rng.uniform(0.2, 0.6), (zoom0, zoom1), roll)
+
+    count = 1 if camouflage else int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
+    layers: list[Layer] = []
+    for _ in range(int(rng.integers(0, 4))):  # faint distractors: part of the scenery, not salient
+        radius = short * rng.uniform(0.07, 0.22)
+        n = max(8, int(2 * radius))
+        where = rng.uniform(0.1, 0.9, 2) * np.array([canvas_w, canvas_h])
+        # What lies beneath it, slightly shifted and re-toned: visible, but never a contrasting object.
+        rgb = 0.5 * (_patch(background, where, n) + _patch(background, where + rng.normal(0, 0.3 * radius, 2), n))
+        tone = rng.uniform(0.82, 1.18) * (1 + rng.uniform(-0.05, 0.05, 3))
+        rgb = np.clip(rgb * tone.astype(np.float32), 0, 1)
+        alpha = tx.silhouette(rng, _choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
+        layers.append(Layer(rgb, cv2.GaussianBlur(alpha, (0, 0), 1.0), False, True, where, where,
+                            angle=rng.uniform(0, 360), scale=1.0))
+    for index in range(count):
+        radius = short * rng.uniform(0.16, 0.36) * (1.0, 0.78, 0.62)[count - 1]
+        n = max(12, int(2 * radius * 1.1))
+        alpha = tx.silhouette(rng, _choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
+        mode = "stay"
+        if index == 0 and not camouflage and rng.random() < 0.25:
+            mode = str(rng.choice(["leave", "enter", "partial"]))
+        start, end = _trajectory(rng, size, radius, steps, mode)
+        if camouflage:
+            # Cut from the scenery it moves over: the texture matches, only the motion differs.
+            rgb = _patch(background, centre + rng.uniform(-1, 1, 2) * margin * 0.8, n)
+            if np.linalg.norm(end - start) < 1.5 * steps:
+                end = start + rng.choice([-1, 1], 2) * 1.5 * steps / np.sqrt(2)
+        else:
+            rgb = _sprite_texture(rng, n, reference)
+        layer = Layer(rgb, alpha, True, False, start, end)
+        layer.wobble = rng.uniform(0, 0.06, 2) * short
+        layer.wobble_freq, layer.wobble_phase = rng.uniform(0.1, 0.5), rng.uniform(0, 2 * np.pi)
+        layer.angle, layer.spin = rng.uniform(-30, 30), rng.uniform(-2.0, 2.0) * (rng.random() < 0.6)
+        layer.scale = rng.uniform(0.85, 1.1)
+        layer.growth = float(np.clip(rng.normal(0, 0.008), -0.3 / steps, 0.3 / steps))
+        layer.squash = rng.uniform(0, 0.06) * (rng.random() < 0.5)
+        if not camouflage and rng.random() < 0.3:
+            layer.shadow = rng.uniform(0.2, 0.45)
+            layer.shadow_offset = rng.normal(0, 0.04, 2) * short
+        layers.append(layer)
+
+    effects = Effects(
+        gain=rng.uniform(0.8, 1.12), gain_swing=rng.uniform(0, 0.15) * (rng.random() < 0.5),
+        gain_freq=rng.uniform(0.05, 0.3), tint=(1 + rng.uniform(-0.07, 0.07, 3)).astype(np.float32),
+        light=rng.uniform(0.05, 0.3) * (rng.random() < 0.4), light_angle=rng.uniform(0, 2 * np.pi),
+        light_drift=rng.uniform(-0.05, 0.05), noise=rng.uniform(0.003, 0.025) * (rng.random() < 0.7),
+        blur=rng.uniform(0.5, 1.4) * (rng.random() < 0.25), noise_seed=int(rng.integers(2**31)),
+    )
+    pan = (cam_end - cam_start) / max(steps - 1, 1)
+    if rng.random() < 0.15 and np.linalg.norm(pan) > 0.5:
+        effects.motion_blur = int(np.clip(np.linalg.norm(pan) * 2, 3, 9)) | 1
+        effects.motion_angle = float(np.arctan2(pan[1], pan[0]))
+    return Scene(size, steps, background, camera, layers, effects, camouflage)
+
+
+def _patch(canvas: np.ndarray, centre: np.ndarray, n: int) -> np.ndarray:
+    """An n x n cut of the canvas around `centre` (reflected at the borders)."""
+    matrix = np.array([[1.0, 0.0, centre[0] - n / 2.0], [0.0, 1.0, centre[1] - n / 2.0]])
+    return cv2.warpAffine(canvas, matrix, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT_101)
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def sequence_rng(seed: int, split: str, index: int) -> Rng:
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode()), index]))
+
+
+def sequence_name(split: str, seed: int, index: int) -> str:
+    return f"syn-{split}-s{seed}-{index:04d}"
+
+
+def _write(path: Path, image: np.ndarray, params: list[int]) -> None:
+    ok, data = cv2.imencode(path.suffix, image, params)
+    if not ok:
+        raise RuntimeError(f"could not encode {path}")
+    path.write_bytes(data.tobytes())
+
+
+def _merge_image_set(list_file: Path, lines: list[str], names: set[str]) -> None:
+    """Keep other sequences' lines (another split or seed may share the root), replace ours."""
+    kept = []
+    if list_file.is_file():
+        for line in list_file.read_text().splitlines():
+            parts = line.split()
+            if parts and Path(parts[0]).parent.name not in names:
+                kept.append(line)
+    list_file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = list_file.with_suffix(".txt.tmp")
+    temporary.write_text("".join(f"{line}\n" for line in kept + lines))
+    temporary.replace(list_file)
+
+
+def generate_synthetic(
+    root: Path | str,
+    num_sequences: int,
+    frames_per_sequence: int,
+    seed: int,
+    size: tuple[int, int] = (270, 480),
+    split: str = "train",
+    progress: bool = False,
+) -> list[str]:
+    """Write `num_sequences` clips into `root` in the DAVIS-2016 layout; returns their names.
+
+    Frames are JPEG (quality 95), masks 8-bit PNG (0/255), and `ImageSets/480p/<split>.txt` is merged,
+    so train and val splits can share one root. Same arguments, same bytes.
+    """
+    if num_sequences < 1 or frames_per_sequence < 1:
+        raise ValueError("need at least one sequence of at least one frame")
+    if len(size) != 2 or min(size) < 16:
+        raise ValueError(f"frame size must be (height, width), each at least 16 pixels, got {size}")
+    if not SPLIT_PATTERN.match(split):
+        raise ValueError(f"split name {split!r} must be letters, digits, '-' or '_'")
+    root = Path(root)
+    size = (int(size[0]), int(size[1]))
+    names, lines = [], []
+    for index in tqdm(range(num_sequences), desc=f"synth {split}", unit="seq", disable=not progress):
+        name = sequence_name(split, seed, index)
+        scene = sample_scene(sequence_rng(seed, split, index), size, frames_per_sequence)
+        image_dir, mask_dir = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
+        for folder in (image_dir, mask_dir):
+            shutil.rmtree(folder, ignore_errors=True)  # a rerun with fewer frames leaves no stale files
+            folder.mkdir(parents=True)
+        for t in range(frames_per_sequence):
+            frame, mask = render_frame(scene, t)
+            _write(image_dir / f"{t:05d}.jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            _write(mask_dir / f"{t:05d}.png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+            lines.append(f"/JPEGImages/480p/{name}/{t:05d}.jpg /Annotations/480p/{name}/{t:05d}.png")
+        names.append(name)
+    _merge_image_set(root / "ImageSets" / "480p" / f"{split}.txt", lines, set(names))
+    return names
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH, e.g. 270x480, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def add_synth_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synth", help="generate synthetic training/validation clips (DAVIS-2016 layout)",
+        description="Procedural clips with exact masks: moving salient objects, distractors, camera motion, "
+        "lighting, noise, blur, camouflage. Same seed, same bytes.",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="dataset root (created; other splits kept)")
+    parser.add_argument("--sequences", type=int, default=100, help="number of clips (default 100)")
+    parser.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--size", type=parse_size, default=(270, 480), help="frame HEIGHTxWIDTH (default 270x480)")
+    parser.add_argument("--split", default="train", help="image-set name, e.g. train or val (default train)")
+    parser.set_defaults(func=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    names = generate_synthetic(args.out, args.sequences, args.frames, args.seed, args.size, args.split, progress=True)
+    print(f"wrote {len(names)} sequences x {args.frames} frames ({args.split}) to {args.out}")
+    return 0
