@@ -52,18 +52,14 @@ def store_root(given: str | None) -> Path:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    # Heavy imports here, not at module top, so `vsod --help` answers at once.
-    import torch
+    # Imports here, not at module top, so `vsod --help` answers at once; torch comes after the
+    # input is checked, so a mistyped path is reported without waiting for it.
     from tqdm import tqdm
 
-    from service.model.predictor import Predictor
-    from service.model.store import ModelStore
     from service.video import MaskVideoWriter, OverlayVideoWriter, encode_png, open_media, overlay, write_atomic
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError("--max-frames must be at least 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available to this torch build")
 
     def warn(message: str) -> None:
         tqdm.write(f"warning: {message}", file=sys.stderr)
@@ -74,6 +70,13 @@ def run_predict(args: argparse.Namespace) -> int:
         info = source.info
         if info.kind == "image" and args.format == "mp4":
             raise UsageError("--format mp4 needs a video or a folder of frames; use png or overlay for one image")
+        import torch
+
+        from service.model.predictor import Predictor
+        from service.model.store import ModelStore
+
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available to this torch build")
         predictor = Predictor.from_store(args.model or default_model(), ModelStore(store_root(args.store)), args.device)
         out = Path(args.out)
         if out.exists() and not out.is_dir():

@@ -1,0 +1,243 @@
+"""`vsod predict` and `vsod models` as a user runs them: a real subprocess on real files."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from service.model import ModelStore, Predictor
+from service.model.complexity import count_flops, count_parameters
+from service.video import open_media
+
+from .conftest import TEST_MODEL
+
+REPO = Path(__file__).resolve().parents[1]
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+
+
+def vsod_command() -> list[str]:
+    """The installed console script when it belongs to this Python, else the module."""
+    script = Path(sys.executable).parent / "vsod"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "service.cli"]
+
+
+def run_vsod(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*vsod_command(), *map(str, args)],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+    )
+
+
+def moving_square_frames(count: int, height: int, width: int) -> list[np.ndarray]:
+    frames = []
+    for index in range(count):
+        frame = np.full((height, width, 3), (40, 90, 60), np.uint8)
+        x = 4 + 3 * index
+        frame[20:44, x : x + 24] = (230, 200, 30)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-frame 96x80 H.264 clip written with PyAV directly (independent of our writers)."""
+    path = tmp_path_factory.mktemp("video") / "square.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(15))
+        stream.width, stream.height, stream.pix_fmt = 96, 80, "yuv420p"
+        for index, frame in enumerate(moving_square_frames(12, 80, 96)):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts = index
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(model_store: ModelStore) -> Predictor:
+    return Predictor.from_store(TEST_MODEL, model_store, device="cpu")
+
+
+def read_mask(path: Path) -> np.ndarray:
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert mask is not None and mask.dtype == np.uint8 and mask.ndim == 2, path
+    return mask
+
+
+def decoded_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    with open_media(path) as source:
+        return [frame for index, (_, frame) in zip(range(limit or 10**9), source.frames())]
+
+
+def test_predict_video_png_matches_predictor(
+    tmp_path: Path, small_video: Path, model_store_env: dict[str, str], predictor: Predictor
+) -> None:
+    out = tmp_path / "masks"
+    result = run_vsod(model_store_env, "predict", small_video, "--out", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^12 frames in [\d.]+ s \([\d.]+ fps\)", result.stdout, re.M), result.stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:05d}.png" for i in range(12)]
+    frames = decoded_frames(small_video)
+    expected = list(predictor.predict_clip(frames))
+    for index, mask in enumerate(expected):
+        written = read_mask(out / f"{index:05d}.png")
+        assert written.shape == (80, 96)
+        assert np.abs(written.astype(int) - mask).max() <= 1  # threads may flip a rounding
+
+
+def test_predict_video_mp4_and_overlay(tmp_path: Path, small_video: Path, model_store_env: dict[str, str]) -> None:
+    result = run_vsod(model_store_env, "predict", small_video, "--out", tmp_path, "--format", "mp4", "--quiet")
+    assert result.returncode == 0, result.stderr
+    result = run_vsod(model_store_env, "predict", small_video, "--out", tmp_path, "--format", "overlay", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["square_mask.mp4", "square_overlay.mp4"]
+    for name in ("square_mask.mp4", "square_overlay.mp4"):
+        with open_media(tmp_path / name) as source:
+            assert source.info.size == (80, 96)
+            assert source.info.fps == pytest.approx(15)
+            assert sum(1 for _ in source.frames()) == 12
+    mask_frame = decoded_frames(tmp_path / "square_mask.mp4", 1)[0]
+    assert np.abs(mask_frame[..., 0].astype(int) - mask_frame[..., 2]).max() <= 4  # gray video
+
+
+def test_predict_folder_of_frames(
+    tmp_path: Path, model_store_env: dict[str, str], predictor: Predictor
+) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = moving_square_frames(5, 80, 96)
+    frames[3] = cv2.resize(frames[3], (70, 50))  # frames of a folder may differ in size
+    stems = ["img_1", "img_2", "img_9", "img_10", "img_11"]  # natural, not lexical, order
+    for stem, frame in zip(stems, frames):
+        assert cv2.imwrite(str(folder / f"{stem}.jpg" if stem != "img_9" else folder / f"{stem}.png"), frame[..., ::-1])
+    (folder / "img_5.jpg").write_bytes(b"corrupt: not a jpeg")
+    out = tmp_path / "out"
+    result = run_vsod(model_store_env, "predict", folder, "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "img_5.jpg" in result.stderr and "warning" in result.stderr
+    assert sorted(p.stem for p in out.iterdir()) == sorted(stems)
+    read_back = [cv2.imread(str(next(folder.glob(f"{stem}.*"))))[..., ::-1].copy() for stem in stems]
+    expected = list(predictor.predict_clip(read_back))
+    for stem, frame, mask in zip(stems, read_back, expected):
+        written = read_mask(out / f"{stem}.png")
+        assert written.shape == frame.shape[:2]
+        assert np.abs(written.astype(int) - mask).max() <= 1
+
+    result = run_vsod(model_store_env, "predict", folder, "--out", out, "--format", "overlay", "--fps", "5", "--quiet")
+    assert result.returncode == 0, result.stderr
+    with open_media(out / "frames_overlay.mp4") as source:
+        assert source.info.fps == pytest.approx(5) and sum(1 for _ in source.frames()) == 5
+
+
+def test_predict_single_image(tmp_path: Path, model_store_env: dict[str, str], predictor: Predictor) -> None:
+    frame = moving_square_frames(1, 61, 83)[0]
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), frame[..., ::-1])
+    out = tmp_path / "out"
+    assert run_vsod(model_store_env, "predict", image, "--out", out, "--quiet").returncode == 0
+    assert run_vsod(model_store_env, "predict", image, "--out", out, "--format", "overlay", "--quiet").returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == ["still.png", "still_overlay.png"]
+    mask = read_mask(out / "still.png")
+    assert mask.shape == (61, 83)
+    assert np.abs(mask.astype(int) - predictor.predict_image(frame)).max() <= 1
+    assert cv2.imread(str(out / "still_overlay.png")).shape == (61, 83, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not VTEST.is_file(), reason="Debian's opencv-doc sample vtest.avi is not installed")
+def test_predict_real_sample_video(tmp_path: Path, model_store_env: dict[str, str], predictor: Predictor) -> None:
+    """The whole of vtest.avi (795 frames, 768x576): one mask per frame."""
+    out = tmp_path / "vtest"
+    result = run_vsod(model_store_env, "predict", VTEST, "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("795 frames in ")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:05d}.png" for i in range(795)]
+    assert read_mask(out / "00794.png").shape == (576, 768)
+    # The state runs forwards only, so the first frames' masks depend on those frames alone.
+    expected = list(predictor.predict_clip(decoded_frames(VTEST, 20)))
+    for index, mask in enumerate(expected):
+        assert np.abs(read_mask(out / f"{index:05d}.png").astype(int) - mask).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("missing", 1), ("empty-folder", 1), ("text-as-mp4", 1), ("unknown-model", 1), ("mp4-from-image", 2), ("no-out", 2)],
+)
+def test_predict_bad_input_is_one_line(
+    tmp_path: Path, small_video: Path, model_store_env: dict[str, str], case: str, code: int
+) -> None:
+    out = tmp_path / "out"
+    args: list[str | Path] = ["predict"]
+    if case == "missing":
+        args += [tmp_path / "nope.mp4", "--out", out]
+    elif case == "empty-folder":
+        (tmp_path / "empty").mkdir()
+        args += [tmp_path / "empty", "--out", out]
+    elif case == "text-as-mp4":
+        (tmp_path / "fake.mp4").write_text("this is not a video\n")
+        args += [tmp_path / "fake.mp4", "--out", out]
+    elif case == "unknown-model":
+        args += [small_video, "--out", out, "--model", "no-such-model"]
+    elif case == "mp4-from-image":
+        cv2.imwrite(str(tmp_path / "one.png"), np.zeros((8, 8, 3), np.uint8))
+        args += [tmp_path / "one.png", "--out", out, "--format", "mp4"]
+    else:
+        args += [small_video]
+    result = run_vsod(model_store_env, *args)
+    assert result.returncode == code
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vsod predict: error: ")
+    assert not out.exists(), "nothing is written for bad input"
+
+
+def test_models_lists_store(model_store_env: dict[str, str]) -> None:
+    result = run_vsod(model_store_env, "models")
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"^{TEST_MODEL}\s+128x128\s+test\b", result.stdout, re.M), result.stdout
+
+
+def test_models_verbose_prints_measured_numbers(model_store_env: dict[str, str], model_store: ModelStore) -> None:
+    result = run_vsod(model_store_env, "models", "--verbose")
+    assert result.returncode == 0, result.stderr
+    row = re.search(rf"^{TEST_MODEL}\s+128x128\s+test\s+([\d.]+)M\s+([\d.]+)\s+([\d.]+)", result.stdout, re.M)
+    assert row, result.stdout
+    params, gflops_352, gflops_input = (float(g) for g in row.groups())
+    model, _ = model_store.load(TEST_MODEL)
+    assert params == pytest.approx(count_parameters(model) / 1e6, abs=1e-3)
+    assert gflops_352 == pytest.approx(count_flops(model, (352, 352)) / 1e9, abs=1e-3)
+    # The issue's budget, measured: at most 2.5 M parameters and 1.5 GFLOPs per frame at 352x352.
+    assert 0 < params <= 2.5 and 0 < gflops_352 <= 1.5
+    assert 0 < gflops_input < gflops_352  # 128x128 costs less than 352x352
+
+
+def test_models_missing_store_is_one_line(tmp_path: Path) -> None:
+    result = run_vsod({}, "models", "--store", tmp_path / "nowhere")
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+
+
+def test_flop_counter_counts_a_multiply_add_as_two() -> None:
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+    depthwise = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+    model = torch.nn.Sequential(conv, depthwise)
+    pixels = 10 * 12
+    assert count_flops(model, (10, 12)) == 2 * pixels * (16 * 3 * 9 + 16 * 9)
+    assert count_parameters(model) == 16 * 3 * 9 + 16 + 16 * 9 + 16
+
+
+def test_flops_include_the_inter_frame_encoding(predictor: Predictor) -> None:
+    model = predictor.model
+    without_attention = count_flops(model.encoder, (128, 128))
+    assert count_flops(model, (128, 128)) > without_attention
