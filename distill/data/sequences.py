@@ -34,10 +34,11 @@ class VideoSequence:
         return sorted(self.masks)
 
 
-def natural_key(path: Path | str) -> tuple:
-    """Sort `f2` before `f10` (FBMS and SegTrack frames are not always zero-padded)."""
-    name = Path(path).name
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
+def natural_key(value: Path | str) -> tuple:
+    """Sort `f2` before `f10` (FBMS and SegTrack frames are not always zero-padded): a Path by its
+    file name, a string (a sequence name) as a whole."""
+    text = value.name if isinstance(value, Path) else value
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
 
 
 def list_images(folder: Path) -> list[Path]:
