@@ -1,0 +1,123 @@
+"""The FastAPI application factory and its lifespan: model, stores, engine and job worker.
+
+    app = create_app(Settings(redis_url="redis://127.0.0.1:6379/0"))
+
+Everything a process holds is built once at startup (the model loaded onto the best device and
+warmed up) and closed at shutdown; routes reach it through `deps.services`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from .. import __version__
+from ..engine import Engine
+from ..jobs import JobRunner, JobStore, MemoryJobStore, RedisJobStore
+from ..metrics import Metrics, RequestMetrics
+from ..model import ModelStore, Predictor
+from ..sessions import MemorySessionCache, RedisSessionCache, SessionCache
+from ..settings import Settings, get_settings
+from . import errors
+from .deps import Services
+from .routes import clips, health, images, models, sessions, stream
+
+log = logging.getLogger("vsod")
+
+DESCRIPTION = """
+Video salient object detection: a mask per frame from a fast spatiotemporally distilled student.
+
+* **Images**: `POST /v1/images` (stateless).
+* **Clips**: `POST /v1/clips` → job id; `GET /v1/jobs/{id}`; `GET /v1/jobs/{id}/result?format=zip|mp4|npz`.
+* **Live streams**: WebSocket `/v1/stream?session_id=<id>` (no id: the server makes one).
+  The first server message is `{"type":"session","session_id":"…","frame":<next index>}`.
+  Send each frame as one binary message (JPEG or PNG). For every processed frame the server sends
+  `{"type":"mask","frame":…,"width":…,"height":…,"latency_ms":…,"dropped":…}` and then the mask as one
+  binary message (PNG, or raw 8-bit row-major bytes after `{"type":"config","format":"raw"}`).
+  Control messages: `{"type":"config","format":"png"|"raw","threshold":null|0..1}`, `{"type":"reset"}`,
+  `{"type":"close"}`. Errors: `{"type":"error","code":…,"message":…}`; the session goes on.
+  At most one frame waits per session: a newer frame replaces it (counted in `dropped`).
+  The temporal state lives in the session cache (Redis with `VSOD_REDIS_URL`), so a client that
+  reconnects with its `session_id`, to this or another replica, continues where it left off.
+* **Sessions**: `GET /v1/sessions/{id}`, `DELETE /v1/sessions/{id}`.
+"""
+
+TAGS = [
+    {"name": "images", "description": "One image in, one mask out."},
+    {"name": "clips", "description": "Upload a video; its masks are computed by a background job."},
+    {"name": "sessions", "description": "Temporal state of live streams (WebSocket `/v1/stream`)."},
+    {"name": "models", "description": "The model store."},
+    {"name": "health", "description": "Liveness, readiness, Prometheus metrics."},
+]
+
+
+def _device(setting: str) -> str | None:
+    return None if setting == "auto" else setting
+
+
+async def start_services(settings: Settings, metrics: Metrics) -> Services:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    store = ModelStore(settings.model_store)
+    predictor = await asyncio.to_thread(Predictor.from_store, settings.model, store, _device(settings.device))
+    # One throwaway frame, so the first client does not pay for lazy initialisation.
+    await asyncio.to_thread(predictor.predict_image, np.zeros((32, 32, 3), np.uint8))
+    redis: Redis | None = None
+    session_cache: SessionCache
+    job_store: JobStore
+    if settings.redis_url:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+        session_cache = RedisSessionCache(redis, settings.redis_prefix, settings.session_ttl_s)
+        job_store = RedisJobStore(redis, settings.redis_prefix, settings.job_ttl_s)
+    else:
+        session_cache = MemorySessionCache(settings.session_ttl_s)
+        job_store = MemoryJobStore(settings.job_ttl_s)
+    spool = settings.spool_dir or Path(tempfile.mkdtemp(prefix="vsod-spool-"))
+    spool.mkdir(parents=True, exist_ok=True)
+    engine = Engine(predictor, session_cache, metrics, settings.batch_size)
+    await engine.start()
+    runner = JobRunner(job_store, engine, spool, workers=settings.job_workers, chunk=settings.clip_chunk,
+                       lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, metrics=metrics)
+    await runner.start()
+    log.info("serving %s on %s; sessions and jobs in %s", predictor.model_id, predictor.device, session_cache.backend)
+    return Services(settings, predictor, engine, session_cache, job_store, runner, metrics, spool, redis)
+
+
+async def stop_services(svc: Services) -> None:
+    await svc.runner.close()
+    await svc.engine.close()
+    if svc.redis is not None:
+        await svc.redis.aclose()
+    if svc.settings.spool_dir is None:
+        shutil.rmtree(svc.spool, ignore_errors=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = await start_services(settings, metrics)
+        try:
+            yield
+        finally:
+            await stop_services(app.state.services)
+
+    app = FastAPI(title="vsod", version=__version__, description=DESCRIPTION, openapi_tags=TAGS, lifespan=lifespan)
+    app.dependency_overrides[get_settings] = lambda: settings
+    errors.install(app)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    for module in (health, models, images, clips, sessions, stream):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,57 @@
+"""Every HTTP problem as JSON `{"detail": ...}` with the right status; WebSocket error messages.
+
+Bad input raises `HTTPException` in the routes (400, 404, 409, 413, 415); the handlers here catch
+what escapes from lower layers so a client never sees an HTML page or a bare 500 traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from ..engine import EngineClosed
+from ..video import VideoError
+
+log = logging.getLogger("vsod.api")
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    from .schemas import Problem
+
+    descriptions = {
+        400: "Bad input (not an image or video, empty, malformed)",
+        404: "No such session or job (never existed, expired or deleted)",
+        409: "The job has no result yet (queued, running or failed)",
+        413: "Upload larger than the configured limit",
+        415: "Unsupported media type",
+        503: "Not ready: the model or the session store is unavailable",
+    }
+    return {status: {"model": Problem, "description": descriptions[status]} for status in statuses}
+
+
+def ws_error(code: str, message: str) -> dict[str, str]:
+    """The one shape of a WebSocket error message; the connection stays open after it."""
+    return {"type": "error", "code": code, "message": message}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(VideoError)
+    async def bad_media(_: Request, error: VideoError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(RedisError)
+    async def store_down(_: Request, error: RedisError) -> JSONResponse:
+        log.warning("redis: %s", error)
+        return JSONResponse({"detail": f"the session/job store is unavailable: {error}"}, status_code=503)
+
+    @app.exception_handler(EngineClosed)
+    async def closing(_: Request, error: EngineClosed) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)

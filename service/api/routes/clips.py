@@ -1,0 +1,132 @@
+"""Clip upload (a job per clip), job status and results."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from ...jobs import FORMATS, JobRecord, new_job_id
+from ...video import VIDEO_SUFFIXES, MediaInfo, open_media
+from ..deps import Services, read_upload, services
+from ..errors import problems
+from ..schemas import JobCreated, JobStatus, ResultFormat
+
+router = APIRouter(prefix="/v1", tags=["clips"])
+SUFFIX_OF_TYPE = {
+    "video/mp4": ".mp4", "video/x-msvideo": ".avi", "video/avi": ".avi", "video/msvideo": ".avi",
+    "video/quicktime": ".mov", "video/webm": ".webm", "video/x-matroska": ".mkv",
+}
+VIDEO_TYPES = frozenset(SUFFIX_OF_TYPE)
+GENERIC_TYPES = frozenset({"application/octet-stream", ""})  # then the file name's suffix decides
+RESULT_TYPES = {"zip": "application/zip", "mp4": "video/mp4", "npz": "application/octet-stream"}
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+CLIP_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary",
+                                                   "description": "mp4, avi, mov, webm or mkv"}}},
+            },
+            "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _suffix(filename: str, content_type: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    if content_type in VIDEO_TYPES:
+        return suffix if suffix in VIDEO_SUFFIXES else SUFFIX_OF_TYPE[content_type]
+    if content_type in GENERIC_TYPES and suffix in VIDEO_SUFFIXES:
+        return suffix
+    raise HTTPException(
+        415, f"unsupported media type {content_type or '(none)'!r} for {filename or 'the upload'!r}: "
+        "upload an mp4, avi, mov, webm or mkv video",
+    )
+
+
+def _probe(path: Path) -> MediaInfo:
+    """Open the video and decode its first frame, so a clip that cannot be read is refused at once."""
+    with open_media(path, warn=lambda _: None) as source:
+        return source.info
+
+
+@router.post(
+    "/clips", status_code=202, response_model=JobCreated, responses=problems(400, 413, 415),
+    summary="Upload a clip; its masks are computed in the background",
+    description="A video as multipart (`file` field) or a raw `video/*` body. Frames are processed in order "
+    "with the temporal state carried from frame to frame. Poll `status_url`; fetch `result_url` when done.\n\n"
+    "`curl -F file=@clip.mp4 http://127.0.0.1:8000/v1/clips`",
+    openapi_extra=CLIP_BODY,
+)
+async def upload_clip(request: Request, svc: Services = Depends(services)) -> JSONResponse:
+    upload = await read_upload(request, limit=svc.settings.max_upload_bytes, raw_types=VIDEO_TYPES,
+                               spool=svc.spool, what="video")
+    assert upload.path is not None
+    try:
+        suffix = _suffix(upload.filename, upload.content_type)
+        path = upload.path.rename(upload.path.with_suffix(suffix))
+        upload.path = path
+        info = await asyncio.to_thread(_probe, path)  # VideoError -> 400
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.filename).stem)[:100] or "upload"  # safe in headers
+        record = JobRecord(new_job_id(), f"{stem}{suffix}", upload.size, frames_total=info.frame_count,
+                           fps=info.fps, height=info.size[0], width=info.size[1])
+        await svc.jobs.create(record, path)
+    finally:
+        upload.path.unlink(missing_ok=True)
+    body = JobCreated(job_id=record.job_id, status=record.status, frames_total=record.frames_total,
+                      status_url=f"/v1/jobs/{record.job_id}", result_url=f"/v1/jobs/{record.job_id}/result?format=zip")
+    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.status_url})
+
+
+async def _job(svc: Services, job_id: str) -> JobRecord:
+    record = await svc.jobs.get(job_id) if JOB_ID.match(job_id) else None
+    if record is None:
+        raise HTTPException(404, f"no job {job_id!r} (never created, or expired after {svc.settings.job_ttl_s:g} s)")
+    return record
+
+
+JobId = PathParam(description="the id POST /v1/clips returned", examples=["5b0f7e0c2d7d4f5e9c0f0a3a4b1e2d3c"])
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses=problems(404), summary="A clip job's status")
+async def job_status(job_id: str = JobId, svc: Services = Depends(services)) -> JobStatus:
+    record = await _job(svc, job_id)
+    return JobStatus(
+        job_id=record.job_id, status=record.status, filename=record.filename, frames_done=record.frames_done,
+        frames_total=record.frames_total, fps=record.fps, width=record.width, height=record.height,
+        attempts=record.attempts, error=record.error, model_id=record.model_id, created=record.created,
+        updated=record.updated, result_formats=list(FORMATS),  # type: ignore[arg-type]
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/result", response_class=Response, responses={
+        200: {"description": "zip: 00000.png... (8-bit masks); mp4: H.264 mask video; npz: `masks` uint8 (T,H,W)",
+              "content": {"application/zip": {}, "video/mp4": {}, "application/octet-stream": {}}},
+        **problems(404, 409)},
+    summary="A finished job's masks",
+)
+async def job_result(
+    job_id: str = JobId,
+    format: ResultFormat = Query("zip", description="zip of PNGs, mp4 mask video, or npz array"),
+    svc: Services = Depends(services),
+) -> Response:
+    record = await _job(svc, job_id)
+    if record.status == "failed":
+        raise HTTPException(409, f"job {job_id} failed: {record.error}")
+    if record.status != "done":
+        total = record.frames_total if record.frames_total is not None else "?"
+        raise HTTPException(409, f"job {job_id} is {record.status} ({record.frames_done}/{total} frames); try again later")
+    data = await svc.runner.result(record, format)
+    if data is None:
+        raise HTTPException(404, f"the result of job {job_id} has expired")
+    name = f"{Path(record.filename).stem}_masks.{format}"
+    return Response(data, media_type=RESULT_TYPES[format], headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -1,0 +1,42 @@
+"""Look at or end a stream session (its temporal state in the session cache)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Response
+
+from ...sessions import valid_session_id
+from ..deps import Services, services
+from ..errors import problems
+from ..schemas import SessionInfo
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+SessionId = Path(description="the id the stream's first message gave", examples=["0b5c7a52-8f0e-4a52-9a43-5a0f1d7f7e11"])
+
+
+def _missing(session_id: str, svc: Services) -> HTTPException:
+    return HTTPException(404, f"no session {session_id!r} (never streamed, deleted, or idle for over "
+                              f"{svc.settings.session_ttl_s:g} s)")
+
+
+@router.get("/sessions/{session_id}", response_model=SessionInfo, responses=problems(404),
+            summary="A session's progress (does not extend its TTL)")
+async def get_session(session_id: str = SessionId, svc: Services = Depends(services)) -> SessionInfo:
+    record = await svc.sessions.get(session_id, refresh=False) if valid_session_id(session_id) else None
+    if record is None:
+        raise _missing(session_id, svc)
+    now = time.time()
+    return SessionInfo(
+        session_id=session_id, frame=record.frame, dropped=record.dropped, model_id=record.model_id,
+        created=record.created, updated=record.updated, age_s=max(0.0, now - record.created),
+        idle_s=max(0.0, now - record.updated), expires_in_s=await svc.sessions.expires_in(session_id),
+    )
+
+
+@router.delete("/sessions/{session_id}", status_code=204, response_class=Response, responses=problems(404),
+               summary="Forget a session's temporal state")
+async def delete_session(session_id: str = SessionId, svc: Services = Depends(services)) -> Response:
+    if not (valid_session_id(session_id) and await svc.sessions.delete(session_id)):
+        raise _missing(session_id, svc)
+    return Response(status_code=204)

@@ -1,0 +1,322 @@
+"""The inference engine: one model per process, one inference thread, every request in FIFO order.
+
+Streams, still images and clip jobs all submit operations to one queue. A single asyncio task
+takes them in order; frames of different sessions that are waiting together run as one
+`Predictor.step_batch` (up to `batch_size`), with their states fetched from the session cache in
+one round trip and written back in one. The model itself runs on a dedicated thread, so the event
+loop never blocks and one model instance serves every session.
+
+Backpressure for live streams lives in `StreamHandle`: at most one frame waits per session, and
+a newer frame replaces it (latest wins, counted as dropped), so nothing buffers without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .metrics import Metrics
+from .model import Predictor, StateError
+from .sessions import SessionCache, SessionRecord
+
+EXPIRED = "the session's stored state expired or was deleted; its temporal context restarted at frame 0"
+
+
+class EngineClosed(RuntimeError):
+    """The engine is shutting down and takes no more work."""
+
+
+@dataclass
+class FrameResult:
+    mask: np.ndarray  # uint8 HxW at the frame's size
+    frame: int  # this frame's index in its session
+    latency_ms: float  # arrival to mask
+    dropped: int = 0  # frames of the session dropped so far
+    restarted: str | None = None  # why the temporal context restarted at this frame, if it did
+
+
+@dataclass
+class _Step:
+    session_id: str
+    frame: np.ndarray
+    received: float
+    dropped: int
+    expected: int  # the frame index the client's view of the session expects next
+    future: asyncio.Future[FrameResult] = field(repr=False)
+
+
+@dataclass
+class _Image:
+    frame: np.ndarray
+    received: float
+    future: asyncio.Future[FrameResult] = field(repr=False)
+
+
+@dataclass
+class _Reset:
+    session_id: str
+    future: asyncio.Future[None] = field(repr=False)
+
+
+@dataclass
+class _Clip:
+    frames: list[np.ndarray]
+    previous: Any  # the model's carried state between chunks (opaque here)
+    future: asyncio.Future[tuple[list[np.ndarray], Any]] = field(repr=False)
+
+
+_Op = _Step | _Image | _Reset | _Clip
+
+
+class Engine:
+    def __init__(
+        self, predictor: Predictor, sessions: SessionCache, metrics: Metrics | None = None, batch_size: int = 1
+    ) -> None:
+        self.predictor, self.sessions, self.batch_size = predictor, sessions, batch_size
+        self.metrics = metrics or Metrics()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsod-infer")
+        self._queue: asyncio.Queue[_Op] | None = None
+        self._carry: deque[_Op] = deque()  # taken from the queue but not batchable with the last op
+        self._task: asyncio.Task[None] | None = None
+        self.metrics.track_queue(lambda: self.queue_depth)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="vsod-engine")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while op := self._next_nowait():
+            if not op.future.done():
+                op.future.set_exception(EngineClosed("the server is shutting down"))
+        self._queue = None
+        self._executor.shutdown(wait=True)
+
+    @property
+    def queue_depth(self) -> int:
+        return (self._queue.qsize() if self._queue is not None else 0) + len(self._carry)
+
+    @property
+    def model_id(self) -> str:
+        return self.predictor.model_id
+
+    # -- submitting work ---------------------------------------------------------------------------
+    def _submit(self, op: _Op) -> None:
+        if self._queue is None:
+            raise EngineClosed("the engine is not running")
+        self._queue.put_nowait(op)
+
+    async def predict_image(self, frame: np.ndarray) -> np.ndarray:
+        """A still image: a one-frame stream with no stored state."""
+        future: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
+        self._submit(_Image(frame, time.perf_counter(), future))
+        return (await future).mask
+
+    async def step(
+        self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0
+    ) -> FrameResult:
+        """The session's next frame: its state is read from the cache, advanced and written back."""
+        future: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
+        self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, future))
+        return await future
+
+    async def reset(self, session_id: str) -> None:
+        """Forget the session's temporal context, in order after any of its frames already queued."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(_Reset(session_id, future))
+        await future
+
+    async def clip_chunk(self, frames: list[np.ndarray], previous: Any = None) -> tuple[list[np.ndarray], Any]:
+        """Consecutive frames of one clip in one forward pass; pass the returned state to the next chunk.
+
+        Chunked exactly as `Predictor.predict_clip` chunks, so a clip job's masks equal the offline path.
+        """
+        future: asyncio.Future[tuple[list[np.ndarray], Any]] = asyncio.get_running_loop().create_future()
+        self._submit(_Clip(frames, previous, future))
+        return await future
+
+    def open_stream(self, session_id: str, next_frame: int = 0, dropped: int = 0) -> StreamHandle:
+        return StreamHandle(self, session_id, next_frame, dropped)
+
+    # -- the worker --------------------------------------------------------------------------------
+    def _next_nowait(self) -> _Op | None:
+        if self._carry:
+            return self._carry.popleft()
+        if self._queue is not None and not self._queue.empty():
+            return self._queue.get_nowait()
+        return None
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            op = self._next_nowait() or await self._queue.get()
+            batch: list[_Op] = [op]
+            if isinstance(op, (_Step, _Image)):
+                batch = self._collect(op)
+            try:
+                if isinstance(op, _Reset):
+                    await self.sessions.delete(op.session_id)
+                    _resolve(op.future, None)
+                elif isinstance(op, _Clip):
+                    start = time.perf_counter()
+                    out = await self._in_thread(self._infer_clip, op.frames, op.previous)
+                    self._observe("clip", start, len(op.frames))
+                    _resolve(op.future, out)
+                else:
+                    await self._run_frames(batch)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(EngineClosed("the server is shutting down"))
+                raise
+            except Exception as error:  # one bad batch must not stop the worker
+                for failed in batch:
+                    if not failed.future.done():
+                        failed.future.set_exception(error)
+
+    def _collect(self, first: _Step | _Image) -> list[_Op]:
+        """Frames waiting right now, one per session, up to batch_size; order is kept."""
+        batch: list[_Op] = [first]
+        sessions = {first.session_id} if isinstance(first, _Step) else set()
+        while len(batch) < self.batch_size and (op := self._next_nowait()) is not None:
+            if isinstance(op, _Image) or (isinstance(op, _Step) and op.session_id not in sessions):
+                batch.append(op)
+                if isinstance(op, _Step):
+                    sessions.add(op.session_id)
+            else:
+                self._carry.appendleft(op)
+                break
+        return batch
+
+    async def _run_frames(self, batch: Sequence[_Step | _Image]) -> None:
+        steps = [op for op in batch if isinstance(op, _Step)]
+        records = dict(zip((s.session_id for s in steps), await self.sessions.get_many([s.session_id for s in steps])))
+        states, notes = [], []
+        for op in batch:
+            state, note = None, None
+            if isinstance(op, _Step):
+                record = records[op.session_id]
+                if record is not None:
+                    try:
+                        state = self.predictor.load_state(record.state)
+                    except StateError as error:  # another model or size: refuse it, restart, and say so
+                        note = f"stored state refused ({error}); temporal context restarted at frame 0"
+                        self.metrics.state_restarts.inc()
+                elif op.expected > 0:
+                    note = EXPIRED
+            states.append(state)
+            notes.append(note)
+        masks, new_states = await self._in_thread(self.predictor.step_batch, [op.frame for op in batch], states)
+        now = time.time()
+        writes = []
+        for op, state, new in zip(batch, states, new_states):
+            if isinstance(op, _Step):
+                old = records[op.session_id]
+                created = old.created if old is not None and state is not None else now
+                writes.append(
+                    SessionRecord(op.session_id, new.to_bytes(), new.frame_index, self.model_id, created, now, op.dropped)
+                )
+        await self.sessions.put_many(writes)
+        for op, mask, new, note in zip(batch, masks, new_states, notes):
+            source = "stream" if isinstance(op, _Step) else "image"
+            self._observe(source, op.received, 1)
+            dropped = op.dropped if isinstance(op, _Step) else 0
+            latency = (time.perf_counter() - op.received) * 1000
+            _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note))
+
+    def _infer_clip(self, frames: list[np.ndarray], previous: Any) -> tuple[list[np.ndarray], Any]:
+        with torch.inference_mode():
+            # The very chunk step `predict_clip` runs, so jobs equal `vsod predict` bit for bit.
+            return self.predictor._clip_chunk(frames, previous)
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _observe(self, source: str, start: float, frames: int) -> None:
+        self.metrics.frames.labels(source).inc(frames)
+        self.metrics.frame_seconds.labels(source).observe(time.perf_counter() - start)
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # the client may have gone away meanwhile
+        future.set_result(value)
+
+
+@dataclass
+class StreamReset:
+    frame: int = 0
+
+
+@dataclass
+class StreamClosing:
+    pass
+
+
+class StreamHandle:
+    """One live session's slot: at most one waiting frame (latest wins) plus reset/close requests.
+
+    The connection's reader calls `offer`/`request_reset`/`request_close` and never waits; its
+    sender loops on `next_event`, so masks, reset acknowledgements and the close go out in the
+    order the client asked for them.
+    """
+
+    def __init__(self, engine: Engine, session_id: str, next_frame: int = 0, dropped: int = 0) -> None:
+        self.engine, self.session_id = engine, session_id
+        self.next_frame, self.dropped = next_frame, dropped
+        self._waiting: tuple[np.ndarray, float] | None = None
+        self._reset = self._close = False
+        self._wake = asyncio.Event()
+
+    def offer(self, frame: np.ndarray, received: float | None = None) -> bool:
+        """Queue a frame; True when it replaced an older waiting one (which counts as dropped)."""
+        replaced = self._drop_waiting()
+        self._waiting = (frame, received or time.perf_counter())
+        self._wake.set()
+        return replaced
+
+    def request_reset(self) -> None:
+        self._drop_waiting()  # sent before the reset: the client has asked for a fresh context
+        self._reset = True
+        self._wake.set()
+
+    def request_close(self) -> None:
+        self._close = True
+        self._wake.set()
+
+    def _drop_waiting(self) -> bool:
+        if self._waiting is None:
+            return False
+        self._waiting = None
+        self.dropped += 1
+        self.engine.metrics.dropped_frames.inc()
+        return True
+
+    async def next_event(self) -> FrameResult | StreamReset | StreamClosing:
+        while True:
+            if self._reset:
+                self._reset = False
+                await self.engine.reset(self.session_id)
+                self.next_frame = 0
+                return StreamReset()
+            if self._waiting is not None:
+                frame, received = self._waiting
+                self._waiting = None
+                result = await self.engine.step(self.session_id, frame, received, self.dropped, self.next_frame)
+                self.next_frame = result.frame + 1
+                return result
+            if self._close:
+                return StreamClosing()
+            self._wake.clear()
+            await self._wake.wait()

@@ -1,0 +1,56 @@
+"""Every runtime setting in one place: one field here, one `VSOD_<FIELD>` environment variable.
+
+`vsod serve --port 9000` builds `Settings(port=9000)`; anything not given on the command line comes
+from the environment (`VSOD_REDIS_URL=redis://...`), then from the defaults below.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .model.store import default_store_root
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    # `model` and `model_store` are our field names; pydantic's own `model_*` namespace is not at risk.
+    model_config = SettingsConfigDict(env_prefix="VSOD_", protected_namespaces=(), extra="ignore")
+
+    # Server
+    host: str = Field("127.0.0.1", description="Interface uvicorn binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    # Model
+    model: str = Field("vsod-student", description="Name of the model in the store to serve.")
+    model_store: Path = Field(default_factory=default_store_root, description="Folder holding <name>/manifest.json.")
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    torch_threads: int | None = Field(None, ge=1, description="Intra-op threads for CPU inference (None: torch's default).")
+    batch_size: int = Field(1, ge=1, description="Most frames of different sessions the engine runs in one forward pass.")
+    clip_chunk: int = Field(8, ge=1, description="Frames per forward pass when processing an uploaded clip.")
+
+    # Session and job stores
+    redis_url: str | None = Field(None, description="redis://host:port/db; None keeps sessions and jobs in this process.")
+    redis_prefix: str = Field("vsod", description="Namespace of every Redis key (vsod:session:<id>, vsod:job:<id>...).")
+    session_ttl_s: float = Field(600, gt=0, description="A session's temporal state expires this long after its last use.")
+    job_ttl_s: float = Field(3600, gt=0, description="Clip jobs and their results expire this long after their last update.")
+    job_lease_s: float = Field(30, gt=0, description="A running job whose worker stops renewing its lease this long is requeued.")
+    job_max_attempts: int = Field(2, ge=1, description="Attempts before a job whose workers keep dying is failed.")
+    job_workers: int = Field(1, ge=0, description="Clip-job workers in this process (0: this replica only serves the API).")
+    spool_dir: Path | None = Field(None, description="Where uploads and results are staged (None: a temp folder).")
+
+    # Limits
+    max_upload_bytes: int = Field(256 * MiB, gt=0, description="Largest clip upload (HTTP 413 above).")
+    max_frame_bytes: int = Field(16 * MiB, gt=0, description="Largest encoded image or stream frame.")
+    max_frame_side: int = Field(4096, gt=0, description="Largest decoded frame width or height.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """FastAPI dependency: settings from the environment. `create_app(settings)` overrides it."""
+    return Settings()

@@ -1,0 +1,214 @@
+"""Test helpers: real uvicorn servers in subprocesses, a Redis key namespace per test module, clips.
+
+    with running_server(model_store_env, VSOD_REDIS_URL=REDIS_URL) as server:
+        httpx.get(server.url + "/readyz")
+
+Servers run `python -m service.server` with settings from `VSOD_*` variables, on a free port, and
+are ready when /readyz answers 200. Their output goes to a log file that a failed start prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+
+REDIS_URL = os.environ.get("VSOD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120  # generous: the CI machine is small and shared; not a speed assertion
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    ws_url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(env: dict[str, str], ready_path: str = "/readyz", **settings: object) -> Server:
+    """Start a server with `env` (e.g. model_store_env) plus VSOD_<NAME> settings; wait for 200 at `ready_path`."""
+    port = free_port()
+    full = {**os.environ, **env, "VSOD_HOST": "127.0.0.1", "VSOD_PORT": str(port), "VSOD_LOG_LEVEL": "warning"}
+    full.update({key if key.startswith("VSOD_") else f"VSOD_{key.upper()}": str(value) for key, value in settings.items()})
+    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full.get("PYTHONPATH")]))
+    full.setdefault("OMP_NUM_THREADS", "1")  # two small cores shared with other processes
+    log = Path(tempfile.mkstemp(prefix=f"vsod-server-{port}-", suffix=".log")[1])
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "service.server"], cwd=REPO, env=full, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", process, log, full)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(server.url + ready_path, timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise RuntimeError(f"server not ready after {START_TIMEOUT_S} s:\n{server.output()}")
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    server.log.unlink(missing_ok=True)
+
+
+@contextmanager
+def running_server(env: dict[str, str], ready_path: str = "/readyz", **settings: object) -> Iterator[Server]:
+    server = start_server(env, ready_path, **settings)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def redis_prefix() -> str:
+    """A fresh key namespace, so tests never touch real data or each other's keys."""
+    return f"vsodtest-{uuid.uuid4().hex[:12]}"
+
+
+def redis_keys(prefix: str) -> list[str]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return sorted(key.decode() for key in client.scan_iter(match=f"{prefix}:*", count=1000))
+    finally:
+        client.close()
+
+
+def delete_prefix(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------- media
+
+
+def moving_square_frames(count: int, height: int = 72, width: int = 96, seed: int = 0) -> list[np.ndarray]:
+    """Small RGB frames: textured background, a bright square moving across (salient-looking)."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(40, 120, (height, width, 3), dtype=np.uint8)
+    frames = []
+    for index in range(count):
+        frame = background.copy()
+        x = 4 + (index * 3) % max(1, width - 28)
+        frame[20:44, x : x + 24] = (240, 200, 40)
+        frames.append(frame)
+    return frames
+
+
+def jpeg(frame: np.ndarray, quality: int = 95) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+def png(frame: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()
+
+
+def decode_png_mask(data: bytes) -> np.ndarray:
+    mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert mask is not None and mask.dtype == np.uint8 and mask.ndim == 2
+    return mask
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """A small video file: MJPG in .avi, mp4v in .mp4 (OpenCV's writer; any decodable codec will do)."""
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v"))
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+
+
+def run(coro: object) -> object:
+    """Run a coroutine from a sync test (the suite does not depend on pytest-asyncio)."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- WebSocket client
+
+
+async def open_stream(ws_url: str, session_id: str | None = None) -> tuple[object, dict[str, object]]:
+    """Connect to /v1/stream; returns the connection and the server's first (session) message."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    query = f"?session_id={session_id}" if session_id else ""
+    connection = await connect(f"{ws_url}/v1/stream{query}", max_size=None)
+    hello = json.loads(await connection.recv())
+    return connection, hello
+
+
+async def send_and_receive(connection: object, frame: bytes) -> tuple[dict[str, object], bytes]:
+    """One frame in lockstep: send it, then read its mask header and mask (skipping nothing else)."""
+    import json
+
+    await connection.send(frame)  # type: ignore[attr-defined]
+    header = json.loads(await connection.recv())  # type: ignore[attr-defined]
+    assert header["type"] == "mask", header
+    body = await connection.recv()  # type: ignore[attr-defined]
+    assert isinstance(body, bytes)
+    return header, body
+
+
+async def next_json(connection: object) -> dict[str, object]:
+    import json
+
+    message = await connection.recv()  # type: ignore[attr-defined]
+    assert isinstance(message, str), f"expected a text message, got {len(message)} bytes"
+    return json.loads(message)
