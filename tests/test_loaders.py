@@ -102,7 +102,8 @@ def test_davsod_jpg_and_png_frames_with_split(tmp_path: Path) -> None:
     assert sequences[1].frames[0].suffix == ".png"
     assert np.array_equal(read_mask(sequences[0].masks[4]), square(1))
     everything = load_dataset("davsod", tmp_path)
-    assert [s.name for s in everything] == ["Training Set/select_0100", "Validation Set/select_0001", "Validation Set/select_0002"]
+    assert [s.name for s in everything] == [
+        "Training Set/select_0100", "Validation Set/select_0001", "Validation Set/select_0002"]
     with pytest.raises(DatasetError, match="no split folder 'Test'"):
         load_davsod(tmp_path, "Test")
 

@@ -41,7 +41,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     c = tree_bytes(tmp_path / "c")
     frames_a = [v for k, v in sorted(a.items()) if k.endswith(".jpg")]
     frames_c = [v for k, v in sorted(c.items()) if k.endswith(".jpg")]
-    assert all(x != y for x, y in zip(frames_a, frames_c))
+    assert all(x != y for x, y in zip(frames_a, frames_c, strict=True))
 
 
 def test_a_clip_does_not_depend_on_how_many_were_generated(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_written_masks_are_the_rendered_ground_truth(tmp_path: Path) -> None:
 def test_mask_pixels_are_exactly_the_salient_objects() -> None:
     """Solid colours, no effects: every pixel nearer an object's colour than the background's is in the
     mask and no other, whatever the camera and object motion do."""
-    checked = inside = exact_inside = 0
+    checked = inside = exact_inside = background = outside_total = 0
     for index in range(12):
         scene = sample_scene(sequence_rng(7, "train", index), (64, 96), 6)
         scene.background[:] = np.array([20, 50, 80]) / 255.0
@@ -117,15 +117,17 @@ def test_mask_pixels_are_exactly_the_salient_objects() -> None:
             # Only pixels the object covers almost exactly half can round either way.
             assert disagree.sum() <= max(2, 0.02 * mask.sum()), (index, t)
             eroded = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-            outside = ~cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            outside = ~cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             exact_inside += int((frame[eroded] == (230, 200, 30)).all(axis=1).sum())
             inside += int(eroded.sum())
-            # Outside: the background, but for faint edges of parts thinner than half a pixel.
-            assert (frame[outside] == (20, 50, 80)).all(axis=1).mean() > 0.97
+            background += int((frame[outside] == (20, 50, 80)).all(axis=1).sum())
+            outside_total += int(outside.sum())
             checked += int(mask.any())
     assert checked > 30  # objects were on screen in most frames
     # Inside: the object's own colour (thin or downscaled parts keep some edge blending).
     assert exact_inside > 0.7 * inside
+    # Outside: the background, but for faint edges of parts thinner than half a pixel.
+    assert background > 0.98 * outside_total
 
 
 def test_clips_hold_the_promised_ingredients() -> None:

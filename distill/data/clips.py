@@ -74,7 +74,8 @@ class ClipDataset(Dataset):
         else:
             k = index % len(self.sequences)
             starts = self.starts[k]
-            start = starts[int(rng.integers(len(starts)))] if self.augment else starts[(index // len(self.sequences)) % len(starts)]
+            turn = int(rng.integers(len(starts))) if self.augment else index // len(self.sequences)
+            start = starts[turn % len(starts)]
         sequence = self.sequences[k]
         stride = 1
         if self.augment and self.clip_len > 1 and rng.random() < 0.5:
@@ -95,7 +96,8 @@ class ClipDataset(Dataset):
             if i in sequence.masks:
                 mask = read_mask(sequence.masks[i])
                 if mask.shape != frame.shape[:2]:
-                    mask = cv2.resize(mask.astype(np.uint8), (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+                    size = (frame.shape[1], frame.shape[0])
+                    mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
             else:
                 mask = np.zeros(frame.shape[:2], bool)
             frames.append(frame)
@@ -125,8 +127,8 @@ def _jitter_copies(frame: np.ndarray, mask: np.ndarray, count: int, rng: Rng) ->
         angle, scale = rng.uniform(-3, 3), rng.uniform(0.96, 1.04)
         matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
         matrix[:, 2] += rng.uniform(-0.04, 0.04, 2) * (width, height)
-        frames.append(cv2.warpAffine(frame, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
-        warped = cv2.warpAffine(mask.astype(np.uint8) * 255, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0)
+        frames.append(cv2.warpAffine(frame, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101))
+        warped = cv2.warpAffine(mask.astype(np.uint8) * 255, matrix, (width, height), borderValue=0)
         masks.append(warped > 127)
     return frames, masks
 
@@ -138,7 +140,7 @@ def _augment(frames: list[np.ndarray], masks: list[np.ndarray], rng: Rng) -> tup
     u, v = rng.random(), rng.random()
     brightness, contrast, saturation = rng.uniform(0.8, 1.2, 3)
     out_frames, out_masks = [], []
-    for frame, mask in zip(frames, masks):
+    for frame, mask in zip(frames, masks, strict=True):
         height, width = mask.shape
         ch = min(height, int(round(height * np.sqrt(area / aspect))))
         cw = min(width, int(round(width * np.sqrt(area * aspect))))

@@ -27,10 +27,6 @@ from tqdm import tqdm
 from . import textures as tx
 
 Rng = np.random.Generator
-FG_TEXTURES = ("solid", "gradient", "stripes", "checker", "spots", "noise", "tinted", "photo")
-FG_WEIGHTS = (0.14, 0.14, 0.12, 0.06, 0.08, 0.14, 0.12, 0.2)
-BG_TEXTURES = ("noise", "tinted", "photo", "gradient", "stripes")
-BG_WEIGHTS = (0.25, 0.25, 0.3, 0.1, 0.1)
 
 
 @dataclass
@@ -57,7 +53,8 @@ class Layer:
     def matrix(self, t: int, steps: int) -> np.ndarray:
         """2x3 affine from sprite pixels to (frame or world) pixels at frame t."""
         u = t / max(steps - 1, 1)
-        centre = self.start + (self.end - self.start) * u + self.wobble * np.sin(self.wobble_freq * t + self.wobble_phase)
+        wobble = self.wobble * np.sin(self.wobble_freq * t + self.wobble_phase)
+        centre = self.start + (self.end - self.start) * u + wobble
         scale = self.scale * (1.0 + self.growth * t)
         breathe = self.squash * np.sin(0.35 * t + self.wobble_phase)
         theta = np.deg2rad(self.angle + self.spin * t)
@@ -80,7 +77,8 @@ class Camera:
 
     def matrix(self, t: int, steps: int, size: tuple[int, int]) -> np.ndarray:
         u = t / max(steps - 1, 1)
-        centre = self.start + (self.end - self.start) * u + self.shake * np.sin(self.shake_freq * t + np.array([0.0, 1.3]))
+        shake = self.shake * np.sin(self.shake_freq * t + np.array([0.0, 1.3]))
+        centre = self.start + (self.end - self.start) * u + shake
         zoom = self.zoom[0] + (self.zoom[1] - self.zoom[0]) * u
         theta = np.deg2rad(self.roll[0] + (self.roll[1] - self.roll[0]) * u)
         linear = zoom * np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
@@ -177,7 +175,8 @@ def _apply_effects(scene: Scene, frame: np.ndarray, t: int) -> np.ndarray:
         kernel = np.zeros((fx.motion_blur, fx.motion_blur), np.float32)
         c = (fx.motion_blur - 1) / 2.0
         d = np.array([np.cos(fx.motion_angle), np.sin(fx.motion_angle)]) * c
-        cv2.line(kernel, (int(round(c - d[0])), int(round(c - d[1]))), (int(round(c + d[0])), int(round(c + d[1]))), 1.0, 1)
+        ends = np.rint([c - d, c + d]).astype(int)
+        cv2.line(kernel, tuple(map(int, ends[0])), tuple(map(int, ends[1])), 1.0, 1)
         frame = cv2.filter2D(frame, -1, kernel / kernel.sum())
     if fx.blur > 0:
         frame = cv2.GaussianBlur(frame, (0, 0), fx.blur)
@@ -188,56 +187,6 @@ def _apply_effects(scene: Scene, frame: np.ndarray, t: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- sampling
-
-
-def _choice(rng: Rng, items: tuple[str, ...], weights: tuple[float, ...]) -> str:
-    p = np.asarray(weights, float)
-    return items[int(rng.choice(len(items), p=p / p.sum()))]
-
-
-def _background(rng: Rng, height: int, width: int, busy: bool = False) -> np.ndarray:
-    """A canvas of one texture, or two or three regions split by a wavy horizon (ground, wall, sky).
-
-    `busy` (for camouflage) gives a sharp, high-contrast texture, so that a patch of it moving
-    against the rest is visible through motion alone.
-    """
-    def one() -> np.ndarray:
-        kind = "tinted" if busy else _choice(rng, BG_TEXTURES, BG_WEIGHTS)
-        photos = tx.available_photos(tx.BACKGROUND_GREYS if kind == "tinted" else tx.BACKGROUND_COLOURS)
-        colours = tx.random_colours(rng, 2)
-        if busy:
-            colours[1] = colours[0] * rng.uniform(0.2, 0.45)
-        elif kind in ("stripes", "gradient"):  # keep busy patterns from out-shouting the objects
-            colours[1] = colours[0] * 0.6 + colours[1] * 0.4
-        return tx.texture(rng, kind, height, width, colours, photos)
-
-    canvas = one()
-    if not busy and rng.random() < 0.4:
-        for _ in range(int(rng.integers(1, 3))):
-            x = np.arange(width, dtype=np.float32)
-            wave = height * rng.uniform(0.25, 0.75) + height * 0.08 * np.sin(x / width * rng.uniform(2, 8) + rng.uniform(0, 6))
-            below = (np.arange(height, dtype=np.float32)[:, None] > wave[None, :]).astype(np.float32)
-            below = cv2.GaussianBlur(below, (0, 0), 1.5)[..., None]
-            canvas = canvas * (1 - below) + one() * below
-    if not busy and rng.random() < 0.5:  # photographic backgrounds are never perfectly sharp
-        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 2.0))
-    return canvas.astype(np.float32)
-
-
-def _sprite_texture(rng: Rng, size: int, reference: np.ndarray) -> np.ndarray:
-    kind = _choice(rng, FG_TEXTURES, FG_WEIGHTS)
-    colours = tx.contrasting_colours(rng, reference, 2, min_distance=30.0)
-    if rng.random() < 0.6:  # mostly one dominant hue, so the object reads as one thing
-        colours[1] = np.clip(colours[0] * rng.uniform(0.5, 1.3) + rng.uniform(-0.1, 0.1, 3), 0, 1)
-    photos = tx.available_photos(tx.GREY_PHOTOS if kind == "tinted" else tx.COLOUR_PHOTOS)
-    rgb = tx.texture(rng, kind, size, size, colours, photos)
-    if kind == "photo":  # natural detail, but recoloured to stand out from this background
-        rgb = tx.recolour(rgb, colours[0], spread=rng.uniform(6.0, 16.0))
-    shade = rng.uniform(0.0, 0.3)  # light from one side, a hint of volume
-    ramp = np.linspace(-1, 1, size, dtype=np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    rgb *= 1.0 + shade * (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None])[..., None]
-    return np.clip(rgb, 0, 1).astype(np.float32)
 
 
 def _trajectory(rng: Rng, size: tuple[int, int], radius: float, steps: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -267,8 +216,8 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int) -> Scene:
     height, width = size
     short = float(min(height, width))
     canvas_h, canvas_w = int(height * 1.5) + 8, int(width * 1.5) + 8
-    camouflage = rng.random() < 0.1
-    background = _background(rng, canvas_h, canvas_w, busy=camouflage)
+    camouflage = rng.random() < 0.08
+    background = tx.background(rng, canvas_h, canvas_w, busy=camouflage)
     reference = tx.colour_samples(background)
 
     margin = np.array([(canvas_w - width) / 2.0, (canvas_h - height) / 2.0])
@@ -293,13 +242,13 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int) -> Scene:
         rgb = 0.5 * (_patch(background, where, n) + _patch(background, where + rng.normal(0, 0.3 * radius, 2), n))
         tone = rng.uniform(0.82, 1.18) * (1 + rng.uniform(-0.05, 0.05, 3))
         rgb = np.clip(rgb * tone.astype(np.float32), 0, 1)
-        alpha = tx.silhouette(rng, _choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
+        alpha = tx.silhouette(rng, tx.choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
         layers.append(Layer(rgb, cv2.GaussianBlur(alpha, (0, 0), 1.0), False, True, where, where,
                             angle=rng.uniform(0, 360), scale=1.0))
     for index in range(count):
         radius = short * rng.uniform(0.16, 0.36) * (1.0, 0.78, 0.62)[count - 1]
         n = max(12, int(2 * radius * 1.1))
-        alpha = tx.silhouette(rng, _choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
+        alpha = tx.silhouette(rng, tx.choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
         mode = "stay"
         if index == 0 and not camouflage and rng.random() < 0.25:
             mode = str(rng.choice(["leave", "enter", "partial"]))
@@ -310,7 +259,7 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int) -> Scene:
             if np.linalg.norm(end - start) < 1.5 * steps:
                 end = start + rng.choice([-1, 1], 2) * 1.5 * steps / np.sqrt(2)
         else:
-            rgb = _sprite_texture(rng, n, reference)
+            rgb = tx.object_texture(rng, n, reference)
         layer = Layer(rgb, alpha, True, False, start, end)
         layer.wobble = rng.uniform(0, 0.06, 2) * short
         layer.wobble_freq, layer.wobble_phase = rng.uniform(0.1, 0.5), rng.uniform(0, 2 * np.pi)

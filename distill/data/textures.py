@@ -174,6 +174,66 @@ def texture(rng: Rng, kind: str, height: int, width: int, colours: np.ndarray, p
     return _blend(smooth_noise(rng, height, width, size * 0.3), a, b)  # a kind whose photos are missing
 
 
+# --------------------------------------------------------------------------------- scene textures
+
+FG_TEXTURES = ("solid", "gradient", "stripes", "checker", "spots", "noise", "tinted", "photo")
+FG_WEIGHTS = (0.14, 0.14, 0.12, 0.06, 0.08, 0.14, 0.12, 0.2)
+BG_TEXTURES = ("noise", "tinted", "photo", "gradient", "stripes")
+BG_WEIGHTS = (0.25, 0.25, 0.3, 0.1, 0.1)
+
+
+def choice(rng: Rng, items: tuple[str, ...], weights: tuple[float, ...]) -> str:
+    p = np.asarray(weights, float)
+    return items[int(rng.choice(len(items), p=p / p.sum()))]
+
+
+def background(rng: Rng, height: int, width: int, busy: bool = False) -> np.ndarray:
+    """A canvas of one texture, or two or three regions split by a wavy horizon (ground, wall, sky).
+
+    `busy` (for camouflage) gives a sharp, high-contrast texture, so that a patch of it moving
+    against the rest is visible through motion alone.
+    """
+    def one() -> np.ndarray:
+        kind = "tinted" if busy else choice(rng, BG_TEXTURES, BG_WEIGHTS)
+        photos = available_photos(BACKGROUND_GREYS if kind == "tinted" else BACKGROUND_COLOURS)
+        colours = random_colours(rng, 2)
+        if busy:
+            colours[1] = colours[0] * rng.uniform(0.2, 0.45)
+        elif kind in ("stripes", "gradient"):  # keep busy patterns from out-shouting the objects
+            colours[1] = colours[0] * 0.6 + colours[1] * 0.4
+        return texture(rng, kind, height, width, colours, photos)
+
+    canvas = one()
+    if not busy and rng.random() < 0.4:
+        for _ in range(int(rng.integers(1, 3))):
+            x = np.arange(width, dtype=np.float32)
+            level, cycles, phase = rng.uniform(0.25, 0.75), rng.uniform(2, 8), rng.uniform(0, 6)
+            wave = height * (level + 0.08 * np.sin(x / width * cycles + phase))
+            below = (np.arange(height, dtype=np.float32)[:, None] > wave[None, :]).astype(np.float32)
+            below = cv2.GaussianBlur(below, (0, 0), 1.5)[..., None]
+            canvas = canvas * (1 - below) + one() * below
+    if not busy and rng.random() < 0.5:  # photographic backgrounds are never perfectly sharp
+        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 2.0))
+    return canvas.astype(np.float32)
+
+
+def object_texture(rng: Rng, size: int, reference: np.ndarray) -> np.ndarray:
+    """A foreground texture whose colours stand out from `reference` (Lab samples of the scene)."""
+    kind = choice(rng, FG_TEXTURES, FG_WEIGHTS)
+    colours = contrasting_colours(rng, reference, 2, min_distance=30.0)
+    if rng.random() < 0.6:  # mostly one dominant hue, so the object reads as one thing
+        colours[1] = np.clip(colours[0] * rng.uniform(0.5, 1.3) + rng.uniform(-0.1, 0.1, 3), 0, 1)
+    photos = available_photos(GREY_PHOTOS if kind == "tinted" else COLOUR_PHOTOS)
+    rgb = texture(rng, kind, size, size, colours, photos)
+    if kind == "photo":  # natural detail, but recoloured to stand out from this background
+        rgb = recolour(rgb, colours[0], spread=rng.uniform(6.0, 16.0))
+    shade = rng.uniform(0.0, 0.3)  # light from one side, a hint of volume
+    ramp = np.linspace(-1, 1, size, dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    rgb *= 1.0 + shade * (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None])[..., None]
+    return np.clip(rgb, 0, 1).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------ silhouettes
 
 SHAPES = ("ellipse", "polygon", "star", "blob", "creature", "vehicle", "horse", "ring", "rounded")
@@ -181,7 +241,8 @@ SHAPE_WEIGHTS = (0.13, 0.13, 0.08, 0.2, 0.16, 0.1, 0.08, 0.04, 0.08)
 
 
 def _polygon(rng: Rng, centre: float, radius: float, count: int, jitter: float) -> np.ndarray:
-    angles = np.sort(rng.uniform(0, 2 * np.pi, count))
+    # Evenly spread corners, jittered: random angles alone make slivers.
+    angles = np.linspace(0, 2 * np.pi, count, endpoint=False) + rng.uniform(-0.35, 0.35, count) * 2 * np.pi / count
     radii = radius * rng.uniform(1.0 - jitter, 1.0, count)
     return np.stack([centre + radii * np.cos(angles), centre + radii * np.sin(angles)], 1)
 
@@ -226,7 +287,7 @@ def silhouette(rng: Rng, kind: str, size: int) -> np.ndarray:
             start = (c + rng.uniform(-0.6, 0.6) * body[1], c + rng.uniform(-0.3, 0.5) * body[0])
             angle = rng.uniform(-np.pi, np.pi)
             length = r * rng.uniform(0.4, 0.85)
-            end = (np.clip(start[0] + length * np.cos(angle), 2, size - 3), np.clip(start[1] + length * np.sin(angle), 2, size - 3))
+            end = np.clip((start[0] + length * np.cos(angle), start[1] + length * np.sin(angle)), 2, size - 3)
             thickness = max(2, int(r * rng.uniform(0.07, 0.16)))
             cv2.line(alpha, (int(start[0]), int(start[1])), (int(end[0]), int(end[1])), 255, thickness, cv2.LINE_AA)
     elif kind == "vehicle":  # a box with a cabin and wheels
@@ -257,6 +318,9 @@ def silhouette(rng: Rng, kind: str, size: int) -> np.ndarray:
         for dx in (-1, 1):
             for dy in (-1, 1):
                 cv2.circle(alpha, (int(c + dx * (w - k)), int(c + dy * (h - k))), int(k), 255, -1, cv2.LINE_AA)
+    if (alpha > 127).mean() < 0.08:  # a degenerate draw (a sliver, a stick figure): a solid body instead
+        alpha[:] = 0
+        _ellipse(alpha, (c, c), (r, r * rng.uniform(0.4, 1.0)), 0)
     return alpha
 
 
