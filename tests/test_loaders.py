@@ -73,7 +73,12 @@ def test_davis_2017_palette_masks(tmp_path: Path) -> None:
             labels[2:8, 2:8] = 1
             labels[14:20, 20:30] = 2
             write_palette(tmp_path / f"Annotations/480p/{name}/{t:05d}.png", labels)
-    (tmp_path / "ImageSets/2017").mkdir(parents=True)
+    for year, names in (("2017", "dogs-jump\nbike-packing\n"), ("2016", "bike-packing\n")):
+        (tmp_path / f"ImageSets/{year}").mkdir(parents=True)
+        (tmp_path / f"ImageSets/{year}/val.txt").write_text(names)
+        (tmp_path / f"ImageSets/{year}/trainval.txt").write_text(names)
+    (tmp_path / "ImageSets/2017/val.txt").unlink()
+    assert [s.name for s in load_davis(tmp_path, "val")] == ["bike-packing"]  # the 2016 subset list
     (tmp_path / "ImageSets/2017/val.txt").write_text("dogs-jump\nbike-packing\n")
     sequences = load_dataset("davis", tmp_path, "val")
     assert [s.name for s in sequences] == ["dogs-jump", "bike-packing"]

@@ -2,7 +2,7 @@
 
 - DAVIS-2016: `ImageSets/480p/<split>.txt` lines "/JPEGImages/480p/s/00000.jpg /Annotations/480p/s/00000.png"
   (the synthetic generator writes this layout too);
-- DAVIS-2017: `ImageSets/2017/<split>.txt` with sequence names; palette annotations binarised;
+- DAVIS-2017: `ImageSets/2017/<split>.txt` (or `2016/`) with sequence names; palette annotations binarised;
 - DAVSOD, SegTrack-V2, FBMS as repackaged for VSOD: `<seq>/Imgs` + `GT_object_level` (or `ground-truth`),
   masks matched to frames by file stem, sparse ground truth allowed;
 - DUTS-TR: `DUTS-TR-Image/*.jpg` + `DUTS-TR-Mask/*.png`, each image a one-frame sequence.
@@ -112,19 +112,22 @@ def _davis_folders(root: Path, names: list[str], resolution: str) -> list[VideoS
 
 
 def load_davis(root: Path | str, split: str | None = "val", resolution: str = "480p") -> list[VideoSequence]:
-    """DAVIS-2016 (`ImageSets/<res>/<split>.txt`) or DAVIS-2017 (`ImageSets/2017/<split>.txt`).
+    """DAVIS-2016 (`ImageSets/<res>/<split>.txt`) or DAVIS-2017 (`ImageSets/2017|2016/<split>.txt`).
 
     With no image-set lists at all, or `split=None`, every sequence folder under `JPEGImages/<res>`.
     """
     root = _require_root(root, "DAVIS")
     list_2016 = root / "ImageSets" / resolution / f"{split}.txt"
-    list_2017 = root / "ImageSets" / "2017" / f"{split}.txt"
     if split is not None and list_2016.is_file():
         return _davis2016_list(root, list_2016)
-    if split is not None and list_2017.is_file():
-        names = [line.strip() for line in list_2017.read_text().splitlines() if line.strip()]
-        return _davis_folders(root, list(dict.fromkeys(names)), resolution)
-    available = sorted({p.stem for folder in ("2017", resolution) for p in (root / "ImageSets" / folder).glob("*.txt")})
+    # DAVIS-2017 packages list sequence names, for 2017 and for the 2016 subset.
+    for year in ("2017", "2016"):
+        name_list = root / "ImageSets" / year / f"{split}.txt"
+        if split is not None and name_list.is_file():
+            names = [line.strip() for line in name_list.read_text().splitlines() if line.strip()]
+            return _davis_folders(root, list(dict.fromkeys(names)), resolution)
+    lists = ("2017", "2016", resolution)
+    available = sorted({p.stem for folder in lists for p in (root / "ImageSets" / folder).glob("*.txt")})
     if split is not None and available:
         # Falling back to every folder here would silently mix the training split into evaluation.
         raise DatasetError(f"DAVIS root {root} has no split {split!r} (available: {', '.join(available)})")

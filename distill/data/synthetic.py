@@ -343,6 +343,8 @@ def generate_synthetic(
     """
     if num_sequences < 1 or frames_per_sequence < 1:
         raise ValueError("need at least one sequence of at least one frame")
+    if seed < 0:
+        raise ValueError(f"seed must be 0 or more, got {seed}")
     if len(size) != 2 or min(size) < 16:
         raise ValueError(f"frame size must be (height, width), each at least 16 pixels, got {size}")
     if not SPLIT_PATTERN.match(split):
