@@ -46,7 +46,7 @@ def local_copy(conf: str, upstreams: list[str], listen: str, workdir: Path) -> s
     lines[found["upstream"]] = f"{indent(found['upstream'])}set $vsod_api {target};"
     lines[found["listen"]] = f"{indent(found['listen'])}listen {listen};"
     text = "\n".join(lines) + "\n"
-    text = re.sub(r"^pid .*;$", f"pid {workdir / 'nginx.pid'};", text, count=1, flags=re.M)
+    text = re.sub(r"^pid .*;$", f"pid {workdir / 'nginx.pid'};", text, count=1, flags=re.MULTILINE)
 
     # Temp files under workdir rather than the distribution's /var/lib/nginx; several replicas
     # become one upstream group, which a `proxy_pass http://$var` picks by name.
@@ -58,7 +58,7 @@ def local_copy(conf: str, upstreams: list[str], listen: str, workdir: Path) -> s
         extra += [f"    upstream {LOCAL_GROUP} {{"]
         extra += [f"        server {address} max_fails=1 fail_timeout=10s;" for address in upstreams]
         extra += ["    }"]
-    text, count = re.subn(r"^http \{$", "http {\n" + "\n".join(extra), text, count=1, flags=re.M)
+    text, count = re.subn(r"^http \{$", "http {\n" + "\n".join(extra), text, count=1, flags=re.MULTILINE)
     if count != 1:
         raise ValueError("nginx.conf has no top-level `http {` block")
     return text
