@@ -108,9 +108,14 @@ class SampleStream(Sampler[int]):
             round_, offset = round_ + 1, 0
 
 
+def warmup_steps(config: TrainConfig, total: int | None) -> int:
+    """The warm-up actually used: at most a fifth of a short run."""
+    return max(1, min(config.warmup, total // 5)) if total else max(1, config.warmup)
+
+
 def learning_rate(config: TrainConfig, step: int, total: int | None) -> float:
     """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak at `total` steps."""
-    warmup = max(1, min(config.warmup, total // 5)) if total else max(1, config.warmup)
+    warmup = warmup_steps(config, total)
     if step < warmup:
         return config.lr * (step + 1) / warmup
     if not total:

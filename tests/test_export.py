@@ -1,0 +1,105 @@
+"""Export: a checkpoint becomes a verified store entry with measured metrics, lineage and a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.data.synthetic import generate_synthetic
+from distill.train import LAST, Runtime, TrainConfig, Trainer
+from service.model import ModelStore, Predictor
+from tests.test_evaluate import square_frames, write_davis
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real training steps on a tiny synthetic set, saved as a run's last.pt."""
+    root = tmp_path_factory.mktemp("synth")
+    generate_synthetic(root, num_sequences=2, frames_per_sequence=4, seed=3, size=(64, 96), split="train")
+    run = tmp_path_factory.mktemp("run")
+    config = TrainConfig(data=[("davis", str(root))], input_size=(64, 64), batch=2, steps=2, warmup=1, seed=5)
+    torch.set_num_threads(1)
+    Trainer(config, Runtime(run, save_every=100, progress=False)).run()
+    return run / LAST
+
+
+def vsod_train(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "distill.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_export_writes_a_verified_model_with_measured_report(checkpoint: Path, tmp_path: Path) -> None:
+    store_root, eval_root = tmp_path / "store", write_davis(tmp_path / "davis")
+    done = vsod_train("export", "--checkpoint", str(checkpoint), "--name", "tiny", "--store", str(store_root),
+                      "--eval-root", str(eval_root), "--eval-dataset", "davis", "--eval-split", "val",
+                      "--speed-frames", "3", "--notes", "Two steps, for tests.", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "exported tiny@" in done.stdout
+
+    store = ModelStore(store_root)
+    model, manifest = store.load("tiny")  # verifies the weights' sha256 against the manifest
+    assert manifest.input_size == (64, 64) and manifest.architecture == "stkd-student"
+    assert manifest.config == model.config.to_dict() and len(manifest.sha256) == 64
+    metrics = manifest.metrics
+    for key in ("s_measure", "max_f", "mean_e", "mae"):
+        assert 0.0 <= metrics[key] <= 1.0
+        assert metrics[key] == metrics["eval"]["student"][key]
+        assert 0.0 <= metrics["eval"]["baselines"]["framediff"][key] <= 1.0
+    assert metrics["eval"]["student"]["sequences"] == 2 and metrics["eval"]["student"]["frames_scored"] == 8
+    assert metrics["speed"]["cpu_ms_per_frame"] > 0 and metrics["speed"]["cpu_threads"] == 2
+    assert metrics["speed"]["input_size"] == [64, 64]
+    lineage = manifest.lineage
+    assert lineage["steps"] == 2 and lineage["seed"] == 5 and lineage["training_seconds"] > 0
+    assert lineage["data"][0]["sequences"] == 2 and lineage["data"][0]["frames"] == 8
+    assert "commands" in lineage and "export" in lineage and "commit" in lineage["git"]
+
+    report = (store_root / "tiny" / "report.md").read_text()
+    for needle in ("Two steps, for tests.", "## Training", "## Evaluation", "## Speed", "## Machine", "frame difference",
+                   "vsod-train eval --dataset davis", manifest.sha256, str(metrics["speed"]["cpu_ms_per_frame"])[:3],
+                   f"{metrics['s_measure']:.4f}", f"{metrics['eval']['baselines']['framediff']['s_measure']:.4f}"):
+        assert needle in report, needle
+
+    # The stored model runs: masks at each frame's own size.
+    predictor = Predictor(model, manifest, device="cpu")
+    frames, _ = square_frames(4)
+    masks = list(predictor.predict_clip(frames))
+    assert len(masks) == 4 and all(m.shape == frames[0].shape[:2] and m.dtype == np.uint8 for m in masks)
+
+    again = vsod_train("export", "--checkpoint", str(checkpoint), "--name", "tiny", "--store", str(store_root))
+    assert again.returncode == 1 and "already exists" in again.stderr
+    manifest_after = json.loads((store_root / "tiny" / "manifest.json").read_text())
+    assert manifest_after["sha256"] == manifest.sha256  # a refused export leaves the model untouched
+
+
+def test_export_without_evaluation_still_measures_speed(checkpoint: Path, tmp_path: Path) -> None:
+    done = vsod_train("export", "--checkpoint", str(checkpoint), "--name", "plain", "--store", str(tmp_path),
+                      "--speed-frames", "2", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    _, manifest = ModelStore(tmp_path).load("plain")
+    assert "s_measure" not in manifest.metrics and manifest.metrics["speed"]["cpu_ms_per_frame"] > 0
+    assert "Not evaluated" in (tmp_path / "plain" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--checkpoint", "{missing}", "--name", "x"], "checkpoint not found"),
+        (["--checkpoint", "{ckpt}", "--name", "x", "--eval-root", "{missing}"], "not found"),
+    ],
+)
+def test_cli_export_errors_are_one_line(args: list[str], needle: str, checkpoint: Path, tmp_path: Path) -> None:
+    args = [a.format(missing=tmp_path / "missing", ckpt=checkpoint) for a in args]
+    done = vsod_train("export", "--store", str(tmp_path / "store"), *args)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vsod-train export:") and needle in lines[0], done.stderr
+    assert not (tmp_path / "store" / "x").exists()
