@@ -267,6 +267,51 @@ def test_image_bakes_its_default_model(stages: list[Stage]) -> None:
     assert needed <= set(sent), f"the image would not hold its default model: missing {sorted(needed - set(sent))}"
 
 
+def test_wheel_stage_packages_both_commands(stages: list[Stage], tmp_path: Path) -> None:
+    """The `wheel` stage, replayed on exactly the files it copies: the wheel it builds holds every
+    module of both packages, and `vsod` and `vsod-train` run from it (not from this checkout)."""
+    import zipfile
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    context = tmp_path / "src"
+    for sources, dest, from_stage in next(s for s in stages if s.name == "wheel").copies:
+        assert from_stage is None
+        for source in sources:
+            assert dest in ("./", f"./{source}"), f"COPY {source} {dest}: this replay keeps paths as they are"
+            for path in tracked:
+                if path == source or path.startswith(source.rstrip("/") + "/"):
+                    (context / path).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(REPO / path, context / path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(tmp_path / "wheels"), str(context)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = (tmp_path / "wheels").glob("vsod-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+        names = set(archive.namelist())
+    modules = {path for path in tracked if path.endswith(".py") and path.split("/")[0] in ("service", "distill")}
+    assert modules <= names, f"modules left out of the wheel: {sorted(modules - names)}"
+    (info,) = site.glob("vsod-*.dist-info")
+    entry_points = (info / "entry_points.txt").read_text()
+    assert "vsod = service.cli:main" in entry_points and "vsod-train = distill.cli:main" in entry_points
+    assert "Provides-Extra: train" in (info / "METADATA").read_text()
+
+    # This checkout's editable install must not fill in what the wheel lacks: drop its import hook.
+    only_wheel = (
+        "import runpy, sys; "
+        "sys.meta_path[:] = [f for f in sys.meta_path if not f.__module__.startswith('__editable__')]; "
+        "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    for module in ("service.cli", "distill.cli"):
+        usage = subprocess.run([sys.executable, "-c", only_wheel, module, "--help"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert usage.returncode == 0 and "usage:" in usage.stdout, usage.stderr[-2000:]
+        assert str(REPO) not in usage.stderr
+
+
 # ------------------------------------------------------------------ the image's command, run outside Docker
 
 
