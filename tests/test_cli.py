@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -241,3 +242,20 @@ def test_flops_include_the_inter_frame_encoding(predictor: Predictor) -> None:
     model = predictor.model
     without_attention = count_flops(model.encoder, (128, 128))
     assert count_flops(model, (128, 128)) > without_attention
+
+
+def test_bench_model_speed_runs_and_ends_with_json(model_store_env: dict[str, str]) -> None:
+    """The benchmark script works (tiny settings; its timings are not asserted, only present)."""
+    result = subprocess.run(
+        [sys.executable, "bench/model_speed.py", "--model", TEST_MODEL, "--size", "64", "64",
+         "--batches", "2", "--warmup", "1", "--runs", "2"],
+        cwd=REPO, env={**os.environ, **model_store_env}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["threads"] == 2 and summary["input"] == [64, 64]
+    [(name, numbers)] = summary["results"].items()
+    assert name.startswith(f"student:{TEST_MODEL}@")
+    assert set(numbers["ms_per_frame"]) == {"eager_b2", "jit_b2"}
+    assert all(ms > 0 for ms in numbers["ms_per_frame"].values())
+    assert numbers["params"] > 0 and numbers["gflops"] > 0
