@@ -22,19 +22,25 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("vsod_http_requests", "HTTP requests by route and status.", ["method", "route", "status"], registry=r)
+        self.requests = Counter(
+            "vsod_http_requests", "HTTP requests by route and status.", ["method", "route", "status"], registry=r
+        )
         self.request_seconds = Histogram("vsod_http_request_seconds", "HTTP request duration.", ["route"], registry=r)
         self.frame_seconds = Histogram(
             "vsod_frame_latency_seconds", "A frame's time from arrival to mask, by source.", ["source"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.frames = Counter("vsod_frames", "Frames run through the model, by source.", ["source"], registry=r)
-        self.dropped_frames = Counter("vsod_dropped_frames", "Stream frames replaced by a newer one before processing.", registry=r)
+        self.dropped_frames = Counter(
+            "vsod_dropped_frames", "Stream frames replaced by a newer one before processing.", registry=r
+        )
         self.active_sessions = Gauge("vsod_active_sessions", "Open WebSocket streams in this process.", registry=r)
         self.queue_depth = Gauge("vsod_engine_queue_depth", "Operations waiting for the inference worker.", registry=r)
         self.stream_errors = Counter("vsod_stream_errors", "Error messages sent on streams, by code.", ["code"], registry=r)
         self.jobs = Counter("vsod_clip_jobs", "Clip jobs by outcome.", ["outcome"], registry=r)
-        self.state_restarts = Counter("vsod_state_restarts", "Sessions whose stored state was unusable and restarted.", registry=r)
+        self.state_restarts = Counter(
+            "vsod_state_restarts", "Sessions whose stored state was unusable and restarted.", registry=r
+        )
 
     def track_queue(self, depth: Callable[[], float]) -> None:
         self.queue_depth.set_function(depth)

@@ -11,7 +11,14 @@ import pytest
 
 from service.model import Predictor
 from tests.servers import (
-    Server, decode_png_mask, free_port, jpeg, max_diff, moving_square_frames, png, running_server,
+    Server,
+    decode_png_mask,
+    free_port,
+    jpeg,
+    max_diff,
+    moving_square_frames,
+    png,
+    running_server,
 )
 
 LIMITS = {"max_frame_bytes": 300_000, "max_frame_side": 1024}

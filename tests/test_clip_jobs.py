@@ -19,11 +19,19 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from service.jobs import JobRecord, RedisJobStore, new_job_id
+from service.job_store import JobRecord, RedisJobStore, new_job_id
 from service.video import open_media
 from tests.servers import (
-    REDIS_URL, REPO, Server, decode_png_mask, delete_prefix, moving_square_frames, redis_keys, redis_prefix,
-    running_server, write_clip,
+    REDIS_URL,
+    REPO,
+    Server,
+    decode_png_mask,
+    delete_prefix,
+    moving_square_frames,
+    redis_keys,
+    redis_prefix,
+    running_server,
+    write_clip,
 )
 
 LEASE_S = 1.5  # short, so a dead worker's job is noticed quickly

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,8 +19,22 @@ from service.model import Predictor
 from service.sessions import MemorySessionCache
 from service.video import decode_image_bytes
 from tests.servers import (
-    REDIS_URL, Server, decode_png_mask, delete_prefix, jpeg, max_diff, moving_square_frames, next_json, open_stream,
-    png, redis_keys, redis_prefix, running_server, send_and_receive, start_server, stop_server,
+    REDIS_URL,
+    Server,
+    decode_png_mask,
+    delete_prefix,
+    jpeg,
+    max_diff,
+    moving_square_frames,
+    next_json,
+    open_stream,
+    png,
+    redis_keys,
+    redis_prefix,
+    running_server,
+    send_and_receive,
+    start_server,
+    stop_server,
 )
 
 LIMITS = {"max_frame_bytes": 300_000, "max_frame_side": 1024}
@@ -218,10 +233,15 @@ def test_a_burst_is_bounded_and_every_frame_is_accounted_for(server: Server) -> 
     assert [h["frame"] for h in headers] == list(range(len(headers)))  # indices stay consecutive
     assert len(headers) + headers[-1]["dropped"] == 40  # each frame was answered or counted as dropped
     assert [h["dropped"] for h in headers] == sorted(h["dropped"] for h in headers)
+    # This is the only test that drops frames on each server, so the counter holds exactly these.
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert f"vsod_dropped_frames_total {float(headers[-1]['dropped'])}" in metrics or headers[-1]["dropped"] == 0
+    assert f"vsod_dropped_frames_total {float(headers[-1]['dropped'])}" in metrics
     assert 'vsod_frame_latency_seconds_count{source="stream"}' in metrics
-    assert "vsod_active_sessions 0.0" in metrics or "vsod_active_sessions" in metrics
+    deadline = time.monotonic() + 30  # the server may still be finishing the closed connection
+    while "vsod_active_sessions 0.0" not in metrics and time.monotonic() < deadline:
+        time.sleep(0.1)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert "vsod_active_sessions 0.0" in metrics
 
 
 def test_latest_frame_wins_in_the_engine(predictor: Predictor) -> None:

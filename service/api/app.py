@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 
 from .. import __version__
 from ..engine import Engine
-from ..jobs import JobRunner, JobStore, MemoryJobStore, RedisJobStore
+from ..job_store import JobStore, MemoryJobStore, RedisJobStore
+from ..jobs import JobRunner
 from ..metrics import Metrics, RequestMetrics
 from ..model import ModelStore, Predictor
 from ..sessions import MemorySessionCache, RedisSessionCache, SessionCache

@@ -20,7 +20,8 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from ..engine import Engine
-from ..jobs import JobRunner, JobStore
+from ..job_store import JobStore
+from ..jobs import JobRunner
 from ..metrics import Metrics
 from ..model import Predictor
 from ..sessions import SessionCache

@@ -6,10 +6,12 @@ import asyncio
 import re
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
-from ...jobs import FORMATS, JobRecord, new_job_id
+from ...job_store import JobRecord, new_job_id
+from ...jobs import FORMATS
 from ...video import VIDEO_SUFFIXES, MediaInfo, open_media
 from ..deps import Services, read_upload, services
 from ..errors import problems
