@@ -53,8 +53,7 @@ RUN pip install --no-cache-dir "$(ls /wheels/vsod-*.whl)[train]"
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 vsod \
     && useradd --system --uid 10001 --gid vsod --create-home --home-dir /home/vsod --shell /usr/sbin/nologin vsod \
-    && mkdir -p /app/model_store /app/runs /app/spool \
-    && chown vsod:vsod /app/runs /app/spool
+    && mkdir -p /app/model_store
 WORKDIR /app
 # The settings the image needs to serve out of the box; everything else keeps service/settings.py's
 # defaults. Any VSOD_* variable can be overridden at `docker run -e` / compose `environment:`.

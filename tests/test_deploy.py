@@ -451,12 +451,11 @@ def compose_api_environment(*override_files: str) -> dict[str, str]:
     return env
 
 
-def cpu_stack_environment(image: Stage, store: Path, spool: Path, redis_url: str, prefix: str, port: int) -> dict[str, str]:
+def cpu_stack_environment(image: Stage, store: Path, redis_url: str, prefix: str, port: int) -> dict[str, str]:
     """What a replica of the CPU compose stack runs with, pointed at this machine's Redis and folders."""
     api = compose_api_environment("deploy/compose.cpu.yml")
     assert api["VSOD_REDIS_URL"].startswith("redis://redis:6379/"), api
     api["VSOD_REDIS_URL"] = redis_url
-    api["VSOD_SPOOL_DIR"] = str(spool)
     # A namespace of its own on the shared test Redis, so no other test's keys or jobs mix in.
     api["VSOD_REDIS_PREFIX"] = prefix
     return image_environment(image, {**api, **local(port, store)})
@@ -474,7 +473,7 @@ def test_readyz_and_health_check_fail_while_redis_is_unreachable(
     image: Stage, image_store: Path, replicas: list[Replica], tmp_path: Path
 ) -> None:
     closed = free_port()  # nothing listens here
-    env = cpu_stack_environment(image, image_store, tmp_path, f"redis://127.0.0.1:{closed}/0", "vsod-deploy-test", free_port())
+    env = cpu_stack_environment(image, image_store, f"redis://127.0.0.1:{closed}/0", "vsod-deploy-test", free_port())
     replica = Replica(image, env, tmp_path / "server.log")
     replicas.append(replica)
     replica.wait("/healthz", 200)
@@ -520,7 +519,7 @@ def test_nginx_balances_replicas_and_a_session_survives_its_replica(
 
     prefix = f"vsod-deploy-test-{uuid.uuid4().hex[:8]}"
     for index in range(2):
-        env = cpu_stack_environment(image, image_store, tmp_path / "spool", "redis://127.0.0.1:6379/0", prefix, free_port())
+        env = cpu_stack_environment(image, image_store, "redis://127.0.0.1:6379/0", prefix, free_port())
         replicas.append(Replica(image, env, tmp_path / f"replica{index}.log"))
     for replica in replicas:
         assert replica.wait("/readyz", 200).json()["cache"] == "redis"
