@@ -9,6 +9,7 @@ import logging
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from .model import ModelStore
 from .settings import Settings
@@ -32,11 +33,19 @@ def serve(settings: Settings) -> None:
     )
 
 
+def describe(error: Exception) -> str:
+    """One line for a settings or startup error (pydantic's own message spans several)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(f"VSOD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def main() -> int:
     try:
         serve(Settings())
-    except (ValueError, RuntimeError, OSError) as error:
-        print(f"vsod serve: error: {str(error).splitlines()[0]}", file=sys.stderr)
+    except (ValueError, RuntimeError, OSError) as error:  # ValidationError and ModelStoreError among them
+        print(f"vsod serve: error: {describe(error)}", file=sys.stderr)
         return 1
     return 0
 

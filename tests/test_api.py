@@ -158,3 +158,17 @@ def test_readyz_is_503_with_the_reason_when_redis_is_unreachable(model_store_env
         assert response.status_code == 503
         assert "session store (redis) unreachable" in response.json()["detail"]
         assert httpx.get(f"{server.url}/healthz").status_code == 200  # alive, just not ready
+
+
+def test_server_with_a_missing_model_fails_with_one_line(model_store_env: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import REPO
+
+    env = {**os.environ, **model_store_env, "VSOD_MODEL": "no-such-model", "VSOD_PORT": str(free_port())}
+    done = subprocess.run([sys.executable, "-m", "service.server"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "no-such-model" in done.stderr and "test-student" in done.stderr

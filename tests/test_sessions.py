@@ -206,9 +206,8 @@ def test_unknown_and_malformed_session_ids_are_404(server: Server) -> None:
         assert httpx.delete(f"{server.url}/v1/sessions/{session_id}").status_code == 404
 
 
+@pytest.mark.parametrize("server", ["redis"], indirect=True)  # only Redis can be seeded from outside the server
 def test_state_of_another_model_is_refused_and_restarts(server: Server, model_store) -> None:  # type: ignore[no-untyped-def]
-    if server.env["backend"] != "redis":
-        pytest.skip("only Redis can be written from outside the server process")
     prefix = server.env["prefix"]
     stale = record("stale", frame=9, model_id="other-model@0123456789ab")
 

@@ -263,3 +263,32 @@ def test_latest_frame_wins_in_the_engine(predictor: Predictor) -> None:
     result, dropped = asyncio.run(main())
     assert dropped == 2 and result.dropped == 2 and result.frame == 0
     assert np.array_equal(result.mask, predictor.step(frames[2])[0])
+
+
+def test_frames_of_several_sessions_batch_in_one_pass(predictor: Predictor) -> None:
+    """With batch_size > 1 the worker runs waiting frames of different sessions (and images) together;
+    each result equals that session's own step, and states round-trip through the cache per session."""
+    frames = moving_square_frames(4, seed=13)
+
+    async def main() -> tuple[list[FrameResult], np.ndarray, FrameResult]:
+        cache = MemorySessionCache(60)
+        engine = Engine(predictor, cache, batch_size=4)
+        await engine.start()
+        try:
+            await engine.step("b", frames[0])  # b is one frame in; a starts fresh
+            batch = await asyncio.gather(engine.step("a", frames[1]), engine.step("b", frames[2]),
+                                         engine.predict_image(frames[3]), engine.step("a", frames[3]))
+            record = await cache.get("a")
+            assert record is not None and record.frame == 2
+            return [batch[0], batch[1]], batch[2], batch[3]  # type: ignore[return-value]
+        finally:
+            await engine.close()
+
+    (a0, b1), image, a1 = asyncio.run(main())
+    assert (a0.frame, b1.frame, a1.frame) == (0, 1, 1)
+    _, state_b = predictor.step(frames[0])
+    mask_a0, state_a = predictor.step(frames[1])
+    assert max_diff(a0.mask, mask_a0) <= 1
+    assert max_diff(b1.mask, predictor.step(frames[2], state_b)[0]) <= 1
+    assert max_diff(image, predictor.predict_image(frames[3])) <= 1
+    assert max_diff(a1.mask, predictor.step(frames[3], state_a)[0]) <= 1  # a's second frame waited its turn
