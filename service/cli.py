@@ -60,6 +60,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError("--max-frames must be at least 1")
+    if args.chunk < 1:
+        raise UsageError("--chunk must be at least 1")
 
     def warn(message: str) -> None:
         tqdm.write(f"warning: {message}", file=sys.stderr)
@@ -143,22 +145,27 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def summarize_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
-    """A short 'name=value' summary of a manifest's metrics, headline numbers first."""
+    """A short summary of a manifest's metrics: the first group's headline numbers first."""
     preferred = ("s_measure", "max_f", "mean_e", "mae")
-    leaves: list[tuple[str, float]] = []
+    leaves: list[tuple[str, str, float]] = []  # (group, key, value) in the manifest's order
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
+    def walk(group: str, value: Any) -> None:
+        for key, item in value.items():
+            if isinstance(item, dict):
                 if key != "per_sequence":  # detail for reports, not for a one-line summary
-                    walk(f"{prefix}{key}/" if isinstance(item, dict) else f"{prefix}{key}", item)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            leaves.append((prefix, float(value)))
+                    walk(f"{group}/{key}" if group else str(key), item)
+            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                leaves.append((group, str(key), float(item)))
 
     walk("", metrics)
-    leaves.sort(key=lambda leaf: next((i for i, k in enumerate(preferred) if leaf[0].endswith(k)), len(preferred)))
-    shown = [f"{key}={value:.3f}" if abs(value) < 1000 else f"{key}={value:.0f}" for key, value in leaves[:limit]]
-    return " ".join(shown) + (" …" if len(leaves) > limit else "") or "-"
+    groups = list(dict.fromkeys(group for group, _, _ in leaves))
+    rank = {key: index for index, key in enumerate(preferred)}
+    leaves.sort(key=lambda leaf: (groups.index(leaf[0]), rank.get(leaf[1], len(preferred))))
+    parts: list[str] = []
+    for index, (group, key, value) in enumerate(leaves[:limit]):
+        label = f"{group}: " if group and (index == 0 or leaves[index - 1][0] != group) else ""
+        parts.append(f"{label}{key}={value:.3f}" if abs(value) < 1000 else f"{label}{key}={value:.0f}")
+    return (" ".join(parts) + (" …" if len(leaves) > limit else "")) or "-"
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -209,9 +216,17 @@ def run_serve(args: argparse.Namespace) -> int:
     from service.server import serve
     from service.settings import Settings
 
+    from pydantic import ValidationError
+
     given = {"host": args.host, "port": args.port, "model": args.model, "model_store": args.store,
              "redis_url": args.redis_url}
-    serve(Settings(**{key: value for key, value in given.items() if value is not None}))
+    try:
+        settings = Settings(**{key: value for key, value in given.items() if value is not None})
+    except ValidationError as error:  # its own message spans several lines; keep the first problem
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "settings"
+        raise ValueError(f"invalid setting {where}: {problem['msg']}") from None
+    serve(settings)
     return 0
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from service.cli import summarize_metrics
 from service.model import ModelStore, Predictor
 from service.model.complexity import count_flops, count_parameters
 from service.video import open_media
@@ -100,14 +101,15 @@ def test_predict_video_png_matches_predictor(
 def test_predict_video_mp4_and_overlay(tmp_path: Path, small_video: Path, model_store_env: dict[str, str]) -> None:
     result = run_vsod(model_store_env, "predict", small_video, "--out", tmp_path, "--format", "mp4", "--quiet")
     assert result.returncode == 0, result.stderr
-    result = run_vsod(model_store_env, "predict", small_video, "--out", tmp_path, "--format", "overlay", "--quiet")
+    result = run_vsod(model_store_env, "predict", small_video, "--out", tmp_path, "--format", "overlay",
+                      "--max-frames", "5", "--quiet")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["square_mask.mp4", "square_overlay.mp4"]
-    for name in ("square_mask.mp4", "square_overlay.mp4"):
+    for name, count in (("square_mask.mp4", 12), ("square_overlay.mp4", 5)):
         with open_media(tmp_path / name) as source:
             assert source.info.size == (80, 96)
             assert source.info.fps == pytest.approx(15)
-            assert sum(1 for _ in source.frames()) == 12
+            assert sum(1 for _ in source.frames()) == count
     mask_frame = decoded_frames(tmp_path / "square_mask.mp4", 1)[0]
     assert np.abs(mask_frame[..., 0].astype(int) - mask_frame[..., 2]).max() <= 4  # gray video
 
@@ -222,6 +224,16 @@ def test_models_verbose_prints_measured_numbers(model_store_env: dict[str, str],
     # The budget, measured: at most 2.5 M parameters and 1.5 GFLOPs per frame at 352x352.
     assert 0 < params <= 2.5 and 0 < gflops_352 <= 1.5
     assert 0 < gflops_input < gflops_352  # 128x128 costs less than 352x352
+
+
+def test_metrics_summary_puts_headline_numbers_first() -> None:
+    metrics = {
+        "synthetic-val": {"mae": 0.021, "s_measure": 0.912, "max_f": 0.88, "mean_e": 0.93, "fps_model": 120.5,
+                          "per_sequence": {"seq": {"mae": 0.5}}},
+        "frame_difference": {"s_measure": 0.5},
+    }
+    assert summarize_metrics(metrics) == "synthetic-val: s_measure=0.912 max_f=0.880 mean_e=0.930 mae=0.021 …"
+    assert summarize_metrics({}) == "-"
 
 
 def test_models_missing_store_is_one_line(tmp_path: Path) -> None:
