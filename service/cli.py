@@ -83,6 +83,8 @@ def run_predict(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file; it must be a folder")
+        if args.format == "png" and _overwrites_input(info.kind, info.path, out):
+            raise UsageError(f"--out {out} would overwrite the input frames with their masks; choose another folder")
         out.mkdir(parents=True, exist_ok=True)
         fps = info.fps or args.fps
 
@@ -139,6 +141,15 @@ def run_predict(args: argparse.Namespace) -> int:
     rate = count / elapsed if elapsed > 0 else float("inf")
     print(f"{count} frames in {elapsed:.1f} s ({rate:.1f} fps), model {predictor.model_id} on {predictor.device} -> {destination}")
     return 0
+
+
+def _overwrites_input(kind: str, source: Path, out: Path) -> bool:
+    """PNG masks are named after the frames: written beside PNG frames, they would replace them."""
+    if kind == "folder":
+        return out.resolve() == source.resolve()
+    if kind == "image":
+        return (out / f"{source.stem}.png").resolve() == source.resolve()
+    return False
 
 
 # ---------------------------------------------------------------- models

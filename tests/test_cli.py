@@ -206,6 +206,17 @@ def test_predict_bad_input_is_one_line(
     assert not out.exists(), "nothing is written for bad input"
 
 
+def test_predict_refuses_to_overwrite_input_frames(tmp_path: Path, model_store_env: dict[str, str]) -> None:
+    frame = moving_square_frames(1, 40, 40)[0]
+    cv2.imwrite(str(tmp_path / "00000.png"), frame[..., ::-1])
+    before = (tmp_path / "00000.png").read_bytes()
+    result = run_vsod(model_store_env, "predict", tmp_path, "--out", tmp_path)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "overwrite" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["00000.png"]
+    assert (tmp_path / "00000.png").read_bytes() == before
+
+
 def test_models_lists_store(model_store_env: dict[str, str]) -> None:
     result = run_vsod(model_store_env, "models")
     assert result.returncode == 0, result.stderr
