@@ -22,8 +22,21 @@ from typing import Any
 
 import torch
 
-from distill.train import TrainConfig, command_line, git_revision, load_checkpoint, warmup_steps
-from service.model import ARCHITECTURE, Manifest, ModelStore, Predictor, STKDStudent, StudentConfig
+from distill.train import (
+    TrainConfig,
+    command_line,
+    git_revision,
+    load_checkpoint,
+    warmup_steps,
+)
+from service.model import (
+    ARCHITECTURE,
+    Manifest,
+    ModelStore,
+    Predictor,
+    STKDStudent,
+    StudentConfig,
+)
 from service.model.store import REPORT
 
 SPEED_THREADS = 2
@@ -131,13 +144,13 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
     git = lineage.get("git", {})
     lines += [
         "",
-        f"- steps: {checkpoint['step']} of a {checkpoint['total_steps']}-step schedule, "
-        f"{config.batch} clips of {config.clip_len} frames per step at {config.input_size[0]}x{config.input_size[1]}",
-        f"- training time: {hours} h {rest // 60:02d} min {rest % 60:02d} s ({per_step:.2f} s/step, "
-        f"{config.batch / per_step:.2f} clips/s including data loading)",
+        (f"- steps: {checkpoint['step']} of a {checkpoint['total_steps']}-step schedule, "
+        f"{config.batch} clips of {config.clip_len} frames per step at {config.input_size[0]}x{config.input_size[1]}"),
+        (f"- training time: {hours} h {rest // 60:02d} min {rest % 60:02d} s ({per_step:.2f} s/step, "
+        f"{config.batch / per_step:.2f} clips/s including data loading)"),
         f"- student: width multiplier {config.width_mult}, {sum(p.numel() for p in load_student(checkpoint).parameters()):,} parameters",
-        f"- optimiser: AdamW, peak lr {config.lr}, weight decay {config.weight_decay}, "
-        f"{warmup_steps(config, checkpoint['total_steps'])}-step warm-up, cosine decay; seed {config.seed}",
+        (f"- optimiser: AdamW, peak lr {config.lr}, weight decay {config.weight_decay}, "
+        f"{warmup_steps(config, checkpoint['total_steps'])}-step warm-up, cosine decay; seed {config.seed}"),
         f"- last logged loss: {last['loss']:.4f} (BCE {last['bce']:.4f}, IoU {last['iou']:.4f} on the final map)" if last else "- last logged loss: -",
         f"- code: commit `{git.get('commit')}`" + (" (with uncommitted changes)" if git.get("dirty") else ""),
         f"- started {lineage.get('started', '?')}, checkpoint saved {checkpoint.get('saved', '?')}",
@@ -154,10 +167,10 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
     if evaluation:
         student, baseline = evaluation["student"], evaluation["framediff"]
         lines += [
-            f"{evaluation['dataset']} layout, split `{evaluation['split']}` at `{evaluation['root']}`: "
+            (f"{evaluation['dataset']} layout, split `{evaluation['split']}` at `{evaluation['root']}`: "
             f"{student['sequences']} sequences, {student['frames_scored']} scored frames. DAVSOD protocol "
             "(per sequence, frames with ground truth except the first and last; sequence means averaged), "
-            "metrics from pysodmetrics.",
+            "metrics from pysodmetrics."),
             "",
             "| method | S-measure | max F (β²=0.3) | mean E | MAE | fps (model) | fps (end to end) |",
             "|---|---|---|---|---|---|---|",
@@ -171,9 +184,9 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
     lines += [
         "## Speed",
         "",
-        f"{speed['cpu_ms_per_frame']:.2f} ms per frame ({speed['cpu_fps']:.1f} fps) on the CPU with {speed['cpu_threads']} "
+        (f"{speed['cpu_ms_per_frame']:.2f} ms per frame ({speed['cpu_fps']:.1f} fps) on the CPU with {speed['cpu_threads']} "
         f"threads at the model's input size {speed['input_size'][0]}x{speed['input_size'][1]}: median of "
-        f"{speed['frames_timed']} streamed frames (previous-frame state carried), batch 1, after warm-up.",
+        f"{speed['frames_timed']} streamed frames (previous-frame state carried), batch 1, after warm-up."),
         "",
         "## Machine",
         "",

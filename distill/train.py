@@ -148,7 +148,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         # Our own file, and it carries numpy RNG state, which the weights-only unpickler refuses.
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a torn or foreign file: one clear line, not a pickle traceback
+    except Exception as error:  # noqa: BLE001 - a torn or foreign file: one clear line, not a pickle traceback
         raise ValueError(f"{path} is not a readable checkpoint: {error}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a vsod-train checkpoint")
@@ -159,9 +159,11 @@ def git_revision() -> dict[str, Any]:
     """The code's commit and whether tracked files differ from it (None outside a git checkout)."""
     repo = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=False)
         status = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+            timeout=10, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -175,8 +177,9 @@ def command_line() -> str:
     return shlex.join(["vsod-train", *sys.argv[1:]])
 
 
-def build_model(config: TrainConfig) -> STKDStudent:
-    return stkd_student(width_mult=config.width_mult, pretrained_encoder=config.pretrained_encoder)
+def build_model(config: TrainConfig, pretrained: bool = True) -> STKDStudent:
+    return stkd_student(width_mult=config.width_mult,
+                        pretrained_encoder=config.pretrained_encoder if pretrained else None)
 
 
 class Trainer:
@@ -186,7 +189,8 @@ class Trainer:
         if runtime.threads:
             torch.set_num_threads(runtime.threads)
         _seed_everything(config.seed)
-        self.model = build_model(config)
+        # A resumed run gets its weights from the checkpoint; the encoder file need not exist any more.
+        self.model = build_model(config, pretrained=checkpoint is None)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
         self.step = 0
         self.total_steps: int | None = config.steps
@@ -308,10 +312,11 @@ class Trainer:
             handle.write(json.dumps(record) + "\n")
 
     # -- the loop -------------------------------------------------------------------------------
-    def budget_left(self, session_start: float) -> float:
+    def budget_left(self) -> float:
+        """Seconds of the wall-clock budget left (resumptions included); inf without a budget."""
         if self.config.max_minutes is None:
             return math.inf
-        return self.config.max_minutes * 60 - (self.training_seconds + time.perf_counter() - session_start)
+        return self.config.max_minutes * 60 - self.training_seconds
 
     def run(self) -> dict[str, Any]:
         """Train until the step count or the wall-clock budget is reached; checkpoint on the way and at the end."""
@@ -319,13 +324,11 @@ class Trainer:
         if config.steps is None and config.max_minutes is None:
             raise ValueError("give --steps N and/or --max-minutes M")
         self.out.mkdir(parents=True, exist_ok=True)
-        resumed = self.step > 0
-        self.log({"event": "resume" if resumed else "start", "step": self.step, "time": _now(),
+        self.log({"event": "resume" if self.step else "start", "step": self.step, "time": _now(),
                   "command": command_line(), "config": asdict(config), "data": self.lineage["data"]})
-        session_start = time.perf_counter()
-        base_seconds = self.training_seconds
+        session_start, base_seconds = time.perf_counter(), self.training_seconds
         step_times: list[float] = []
-        window = {"loss": 0.0, "count": 0, "seconds": 0.0}
+        window: list[tuple[float, float]] = []  # (loss, seconds) since the last log line
         reason = "steps"
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
                    disable=not runtime.progress, dynamic_ncols=True)
@@ -335,58 +338,52 @@ class Trainer:
                 if runtime.stop_at is not None and self.step >= runtime.stop_at:
                     reason = "stop-at"
                     break
-                mean_step = float(np.mean(step_times[-20:])) if step_times else 0.0
-                if self.budget_left(session_start) < mean_step:
+                # Stop when the next step would likely overrun the budget.
+                if self.budget_left() < (float(np.mean(step_times[-20:])) if step_times else 0.0):
                     reason = "time budget"
                     break
                 started = time.perf_counter()
                 terms = self.train_step(next(batches))
-                elapsed = time.perf_counter() - started
-                step_times.append(elapsed)
+                step_times.append(time.perf_counter() - started)
                 self.training_seconds = base_seconds + time.perf_counter() - session_start
                 if self.total_steps is None and len(step_times) == CALIBRATION_STEPS:
-                    self._fix_total_from_budget(step_times, session_start)
+                    self._fit_schedule_to_budget(step_times)
                     bar.total = self.total_steps
-                window["loss"] += terms["loss"]
-                window["count"] += 1
-                window["seconds"] += elapsed
-                clips_per_s = config.batch / float(np.mean(step_times[-10:]))
-                bar.set_postfix(loss=f"{terms['loss']:.4f}", clips_s=f"{clips_per_s:.2f}", refresh=False)
+                window.append((terms["loss"], step_times[-1]))
+                bar.set_postfix(loss=f"{terms['loss']:.4f}", clips_s=f"{config.batch / np.mean(step_times[-10:]):.2f}",
+                                refresh=False)
                 bar.update(1)
                 if self.step % runtime.log_every == 0 or self.step == self.total_steps:
-                    self.log({
-                        "step": self.step,
-                        **{k: round(v, 6) for k, v in terms.items()},
-                        "loss_mean": round(window["loss"] / window["count"], 6),
-                        "clips_per_s": round(config.batch * window["count"] / window["seconds"], 3),
-                        "seconds_per_step": round(window["seconds"] / window["count"], 4),
-                        "elapsed_s": round(self.training_seconds, 1),
-                    })
-                    window = {"loss": 0.0, "count": 0, "seconds": 0.0}
+                    seconds = sum(t for _, t in window)
+                    self.log({"step": self.step, **{k: round(v, 6) for k, v in terms.items()},
+                              "loss_mean": round(float(np.mean([loss for loss, _ in window])), 6),
+                              "clips_per_s": round(config.batch * len(window) / seconds, 3),
+                              "seconds_per_step": round(seconds / len(window), 4),
+                              "elapsed_s": round(self.training_seconds, 1)})
+                    window = []
                 if self.step % runtime.save_every == 0:
                     self.save()
         finally:
             bar.close()
         self.training_seconds = base_seconds + time.perf_counter() - session_start
-        path = self.save()
+        per_step = float(np.mean(step_times)) if step_times else None
         summary = {
-            "event": "stop",
-            "reason": reason,
-            "step": self.step,
-            "total_steps": self.total_steps,
+            "event": "stop", "reason": reason, "step": self.step, "total_steps": self.total_steps,
             "training_seconds": round(self.training_seconds, 1),
-            "seconds_per_step": round(float(np.mean(step_times)), 4) if step_times else None,
-            "clips_per_s": round(config.batch / float(np.mean(step_times)), 3) if step_times else None,
-            "checkpoint": str(path),
-            "time": _now(),
+            "seconds_per_step": round(per_step, 4) if per_step else None,
+            "clips_per_s": round(config.batch / per_step, 3) if per_step else None,
+            "checkpoint": str(self.save()), "time": _now(),
         }
         self.log(summary)
         return summary
 
-    def _fix_total_from_budget(self, step_times: list[float], session_start: float) -> None:
-        """Turn the wall-clock budget into a step count (so the cosine schedule can end on time)."""
-        per_step = float(np.mean(step_times[2:])) if len(step_times) > 2 else float(np.mean(step_times))
-        self.total_steps = self.step + max(1, int(self.budget_left(session_start) / per_step))
+    def _fit_schedule_to_budget(self, step_times: list[float]) -> None:
+        """Turn the wall-clock budget into a step count, so the cosine schedule ends on time.
+
+        The first two steps (allocator and thread-pool warm-up) are left out of the estimate.
+        """
+        per_step = float(np.mean(step_times[2:]))
+        self.total_steps = self.step + max(1, int(self.budget_left() / per_step))
         self.log({"event": "schedule", "step": self.step, "total_steps": self.total_steps,
                   "seconds_per_step": round(per_step, 4)})
 
@@ -471,7 +468,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrained-encoder", default=None, metavar="PATH",
                         help="local torchvision-style MobileNetV2 weights for the encoder (nothing is downloaded)")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch.set_num_threads)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (torch.set_num_threads); on a CPU shared with other jobs also set "
+                        "OMP_WAIT_POLICY=passive, or use 1 thread: spinning OpenMP threads were measured 2-5x slower there")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: load in this process)")
     parser.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
     parser.add_argument("--log-every", type=int, default=10, help="log line every N steps (default 10)")
@@ -488,7 +487,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for name in _CONFIG_FLAGS:
         value = getattr(args, name)
         if value is not None:
-            setattr(config, name, parse_size(value) if name == "input_size" else value)
+            if name == "input_size":
+                value = parse_size(value)
+            elif name == "pretrained_encoder":
+                value = str(Path(value).resolve())
+            setattr(config, name, value)
     return config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,15 @@ from torch.nn import functional as F
 
 from distill.data.synthetic import generate_synthetic
 from distill.losses import bce_iou, saliency_loss
-from distill.train import LAST, LOG, Runtime, TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from distill.train import (
+    LAST,
+    LOG,
+    Runtime,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    save_checkpoint,
+)
 from service.model import StudentOutput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,8 +86,8 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(root: Path, **overrides: object) -> TrainConfig:
-    values: dict[str, object] = dict(data=[("davis", str(root))], split="train", input_size=(INPUT, INPUT), clip_len=3,
-                                     batch=2, steps=20, lr=2e-3, warmup=1, seed=0)
+    values: dict[str, object] = {"data": [("davis", str(root))], "split": "train", "input_size": (INPUT, INPUT),
+                                 "clip_len": 3, "batch": 2, "steps": 20, "lr": 2e-3, "warmup": 1, "seed": 0}
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -94,7 +103,7 @@ def test_training_steps_reduce_the_loss(synth_root: Path, tmp_path: Path) -> Non
 
 
 def vsod_train(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "distill.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "distill.cli", *args], cwd=REPO, capture_output=True, text=True, check=False,
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -151,7 +160,7 @@ def test_time_budget_stops_cleanly_and_saves(synth_root: Path, tmp_path: Path) -
 def test_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
     path = tmp_path / LAST
     save_checkpoint({"format": "vsod-train-checkpoint/1", "step": 1, "weights": torch.ones(3)}, path)
-    with pytest.raises(Exception):  # dies half-way through pickling
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):  # dies half-way through pickling
         save_checkpoint({"format": "vsod-train-checkpoint/1", "step": 2, "broken": lambda: None}, path)
     survivor = load_checkpoint(path)
     assert survivor["step"] == 1 and torch.equal(survivor["weights"], torch.ones(3))
