@@ -8,6 +8,10 @@ loop never blocks and one model instance serves every session.
 
 Backpressure for live streams lives in `StreamHandle`: at most one frame waits per session, and
 a newer frame replaces it (latest wins, counted as dropped), so nothing buffers without bound.
+
+When the session cache is unavailable a stream's frames still run, each without temporal context
+(`FrameResult.temporal` False) and with its frame numbering kept; the first frame that reaches the
+cache again resumes the stored state if it is current, else starts a fresh context, and says so.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,9 +29,10 @@ import torch
 
 from .metrics import Metrics
 from .model import Predictor, StateError
-from .sessions import SessionCache, SessionRecord
+from .sessions import CacheUnavailable, SessionCache, SessionRecord
 
 EXPIRED = "the session's stored state expired or was deleted; its temporal context restarted at frame 0"
+RECOVERED = "the session store was unavailable; temporal context restarted at this frame"
 
 
 class EngineClosed(RuntimeError):
@@ -41,6 +46,7 @@ class FrameResult:
     latency_ms: float  # arrival to mask
     dropped: int = 0  # frames of the session dropped so far
     restarted: str | None = None  # why the temporal context restarted at this frame, if it did
+    temporal: bool = True  # False: the session store could not be read or written for this frame
 
 
 @dataclass
@@ -51,6 +57,7 @@ class _Step:
     dropped: int
     expected: int  # the frame index the client's view of the session expects next
     future: asyncio.Future[FrameResult] = field(repr=False)
+    after_outage: bool = False  # the session's previous frame could not use the store
 
 
 @dataclass
@@ -125,11 +132,12 @@ class Engine:
         return (await future).mask
 
     async def step(
-        self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0
+        self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0,
+        after_outage: bool = False,
     ) -> FrameResult:
         """The session's next frame: its state is read from the cache, advanced and written back."""
         future: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
-        self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, future))
+        self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, future, after_outage))
         return await future
 
     async def reset(self, session_id: str) -> None:
@@ -147,8 +155,8 @@ class Engine:
         self._submit(_Clip(frames, previous, future))
         return await future
 
-    def open_stream(self, session_id: str, next_frame: int = 0, dropped: int = 0) -> StreamHandle:
-        return StreamHandle(self, session_id, next_frame, dropped)
+    def open_stream(self, session_id: str, next_frame: int = 0, dropped: int = 0, temporal: bool = True) -> StreamHandle:
+        return StreamHandle(self, session_id, next_frame, dropped, temporal)
 
     # -- the worker --------------------------------------------------------------------------------
     def _next_nowait(self) -> _Op | None:
@@ -202,13 +210,23 @@ class Engine:
 
     async def _run_frames(self, batch: Sequence[_Step | _Image]) -> None:
         steps = [op for op in batch if isinstance(op, _Step)]
-        records = dict(zip((s.session_id for s in steps), await self.sessions.get_many([s.session_id for s in steps])))
+        ids = [s.session_id for s in steps]
+        try:
+            found, available = await self.sessions.get_many(ids), True
+        except CacheUnavailable:  # the frames still run, without temporal context
+            found, available = [None] * len(ids), False
+        records = dict(zip(ids, found))
         states, notes = [], []
         for op in batch:
             state, note = None, None
             if isinstance(op, _Step):
                 record = records[op.session_id]
-                if record is not None:
+                current = record is not None and record.frame == op.expected
+                if not available or (op.after_outage and not current):
+                    # A fresh context that keeps the client's frame numbering.
+                    state = replace(self.predictor.new_state(), frame_index=op.expected)
+                    note = RECOVERED if available else None
+                elif record is not None:
                     try:
                         state = self.predictor.load_state(record.state)
                     except StateError as error:  # another model or size: refuse it, restart, and say so
@@ -228,13 +246,18 @@ class Engine:
                 writes.append(
                     SessionRecord(op.session_id, new.to_bytes(), new.frame_index, self.model_id, created, now, op.dropped)
                 )
-        await self.sessions.put_many(writes)
+        saved = available
+        if available:
+            try:
+                await self.sessions.put_many(writes)
+            except CacheUnavailable:  # these masks are good; the next frames start without context
+                saved = False
         for op, mask, new, note in zip(batch, masks, new_states, notes):
             source = "stream" if isinstance(op, _Step) else "image"
             self._observe(source, op.received, 1)
             dropped = op.dropped if isinstance(op, _Step) else 0
             latency = (time.perf_counter() - op.received) * 1000
-            _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note))
+            _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note, saved))
 
     def _infer_clip(self, frames: list[np.ndarray], previous: Any) -> tuple[list[np.ndarray], Any]:
         with torch.inference_mode():
@@ -272,9 +295,10 @@ class StreamHandle:
     order the client asked for them.
     """
 
-    def __init__(self, engine: Engine, session_id: str, next_frame: int = 0, dropped: int = 0) -> None:
+    def __init__(self, engine: Engine, session_id: str, next_frame: int = 0, dropped: int = 0, temporal: bool = True) -> None:
         self.engine, self.session_id = engine, session_id
         self.next_frame, self.dropped = next_frame, dropped
+        self.temporal = temporal  # False while the session store is unavailable to this stream
         self._waiting: tuple[np.ndarray, float] | None = None
         self._reset = self._close = False
         self._wake = asyncio.Event()
@@ -299,22 +323,30 @@ class StreamHandle:
         if self._waiting is None:
             return False
         self._waiting = None
+        self.count_dropped()
+        return True
+
+    def count_dropped(self) -> None:
+        """A frame of this stream that will not be processed (replaced, or over the frame-rate limit)."""
         self.dropped += 1
         self.engine.metrics.dropped_frames.inc()
-        return True
 
     async def next_event(self) -> FrameResult | StreamReset | StreamClosing:
         while True:
             if self._reset:
                 self._reset = False
-                await self.engine.reset(self.session_id)
+                try:
+                    await self.engine.reset(self.session_id)
+                except CacheUnavailable:  # the old state may survive the outage: never resume it
+                    self.temporal = False
                 self.next_frame = 0
                 return StreamReset()
             if self._waiting is not None:
                 frame, received = self._waiting
                 self._waiting = None
-                result = await self.engine.step(self.session_id, frame, received, self.dropped, self.next_frame)
-                self.next_frame = result.frame + 1
+                result = await self.engine.step(self.session_id, frame, received, self.dropped, self.next_frame,
+                                                after_outage=not self.temporal)
+                self.next_frame, self.temporal = result.frame + 1, result.temporal
                 return result
             if self._close:
                 return StreamClosing()

@@ -35,6 +35,7 @@ class JobRecord:
     attempts: int = 0
     error: str | None = None
     model_id: str | None = None
+    owner: str = ""  # service.auth.owner_id of the API key that uploaded it ("" without keys)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -62,6 +63,13 @@ class JobStore:
         await self.put_blob(record.job_id, "input", upload)
         await self.save(record)
         await self.enqueue(record.job_id)
+
+    async def requeue(self, record: JobRecord) -> None:
+        """Give a running job back (this worker is shutting down): first in line again, and the
+        interrupted attempt does not count towards `job_max_attempts`, which is for dying workers."""
+        record.status, record.frames_done, record.attempts = "queued", 0, max(0, record.attempts - 1)
+        await self.save(record)
+        await self.give_back(record.job_id)
 
     async def reap(self, max_attempts: int) -> list[str]:
         """Requeue or fail running jobs whose worker's lease lapsed; returns the ids it acted on."""
@@ -93,6 +101,7 @@ class JobStore:
     async def claim(self, worker: str, lease_s: float) -> str | None: raise NotImplementedError
     async def heartbeat(self, job_id: str, worker: str, lease_s: float) -> bool: raise NotImplementedError
     async def release(self, job_id: str) -> None: raise NotImplementedError
+    async def give_back(self, job_id: str) -> None: raise NotImplementedError
     async def running_ids(self) -> list[str]: raise NotImplementedError
     async def has_lease(self, job_id: str) -> bool: raise NotImplementedError
     async def remove_running(self, job_id: str) -> bool: raise NotImplementedError
@@ -165,6 +174,14 @@ class RedisJobStore(JobStore):
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.lrem(self.running_key, 0, job_id)
             pipe.delete(self.key(job_id, "lease"), self.key(job_id, "input"))
+            await pipe.execute()
+
+    async def give_back(self, job_id: str) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:  # one step: never both or neither listed
+            pipe.lrem(self.running_key, 0, job_id)
+            pipe.delete(self.key(job_id, "lease"))
+            pipe.rpush(self.queue_key, job_id)  # the front of the line (workers pop from the right)
+            pipe.pexpire(self.queue_key, self._ttl_ms)
             await pipe.execute()
 
     async def running_ids(self) -> list[str]:
@@ -250,6 +267,11 @@ class MemoryJobStore(JobStore):
         await self.remove_running(job_id)
         self._leases.pop(job_id, None)
         self._blobs.pop((job_id, "input"), None)
+
+    async def give_back(self, job_id: str) -> None:
+        await self.remove_running(job_id)
+        self._leases.pop(job_id, None)
+        self._queue.appendleft(job_id)
 
     async def running_ids(self) -> list[str]:
         return list(self._running)

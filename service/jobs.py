@@ -11,6 +11,11 @@ TTL that the worker's heartbeat renews. Every replica's reaper looks at the runn
 whose lease has lapsed (its worker died) goes back to the front of the queue, or is failed once
 it has used `job_max_attempts`. A worker that finds its lease taken over stops quietly.
 
+Shutdown (`close`) gives running jobs back at once: queued again at the front, the interrupted
+attempt not counted, so another replica (or this one after a restart) starts them without waiting
+for the lease to lapse. A store that fails mid-job leaves the job to its lease and the reaper, never
+marks it failed; workers and the reaper back off while the store is unreachable.
+
 Redis keys: `<p>:job:<id>` (JSON record), `<p>:job:<id>:input`, `<p>:job:<id>:result:<fmt>` (lists
 of byte parts), `<p>:job:<id>:lease`, and the lists `<p>:jobs:queue` and `<p>:jobs:running`.
 """
@@ -31,8 +36,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from redis.exceptions import RedisError
+
 from .engine import Engine
 from .job_store import JobRecord, JobStore, MemoryJobStore, RedisJobStore, new_job_id
+from .limits import LimitExceeded
 from .metrics import Metrics
 from .video import MaskVideoWriter, VideoError, encode_png, open_media
 
@@ -40,6 +48,9 @@ __all__ = ["FORMATS", "JobLost", "JobRecord", "JobRunner", "JobStore", "MemoryJo
 
 log = logging.getLogger("vsod.jobs")
 FORMATS = ("zip", "mp4", "npz")
+STORE_ERRORS = (RedisError, ConnectionError, TimeoutError)  # the job store is unreachable (not the job's fault)
+MAX_BACKOFF_S = 5.0
+REQUEUE_TIMEOUT_S = 5.0
 
 
 class JobLost(RuntimeError):
@@ -81,10 +92,13 @@ class JobRunner:
     """Claims queued clips one at a time and runs them; also reaps jobs of dead workers."""
 
     def __init__(self, store: JobStore, engine: Engine, spool: Path, *, workers: int = 1, chunk: int = 8,
-                 lease_s: float = 30, max_attempts: int = 2, metrics: Metrics | None = None, poll_s: float = 0.25) -> None:
+                 lease_s: float = 30, max_attempts: int = 2, metrics: Metrics | None = None, poll_s: float = 0.25,
+                 max_frames: int | None = None, max_side: int | None = None) -> None:
         self.store, self.engine, self.spool = store, engine, spool
         self.workers, self.chunk, self.lease_s, self.max_attempts = workers, chunk, lease_s, max_attempts
         self.metrics, self.poll_s = metrics or engine.metrics, poll_s
+        # Checked again while decoding: a container's header may understate its frames or their size.
+        self.max_frames, self.max_side = max_frames, max_side
         self.worker_id = f"{uuid.uuid4().hex[:12]}"
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -95,10 +109,11 @@ class JobRunner:
                         for n in range(self.workers)]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        """Stop claiming; running jobs are given back to the queue (see the module docstring)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def result(self, record: JobRecord, fmt: str) -> bytes | None:
         """The finished job's result in `fmt`, converting from the zip (and storing it) on first ask."""
@@ -113,23 +128,33 @@ class JobRunner:
         return data
 
     async def _reaper(self) -> None:
+        pause = max(0.2, self.lease_s / 3)
+        failures = 0
         while True:
             try:
                 for job_id in await self.store.reap(self.max_attempts):
                     log.warning("job %s: its worker's lease lapsed; requeued or failed", job_id)
-            except Exception:  # the store may be briefly unreachable; try again next round
+                failures = 0
+            except STORE_ERRORS as error:  # the store may be briefly unreachable; try again later
+                failures = _store_down("job reaper", error, failures)
+            except Exception:
                 log.exception("job reaper")
-            await asyncio.sleep(max(0.2, self.lease_s / 3))
+            await asyncio.sleep(pause if not failures else min(MAX_BACKOFF_S, pause * 2**failures))
 
     async def _work(self, worker: str) -> None:
+        failures = 0
         while True:
             try:
                 job_id = await self.store.claim(worker, self.lease_s)
+                failures = 0
+            except STORE_ERRORS as error:
+                failures = _store_down("claiming a job", error, failures)
+                job_id = None
             except Exception:
                 log.exception("claiming a job")
                 job_id = None
             if job_id is None:
-                await asyncio.sleep(self.poll_s)
+                await asyncio.sleep(self.poll_s if not failures else min(MAX_BACKOFF_S, self.poll_s * 2**failures))
                 continue
             try:
                 await self._run(job_id, worker)
@@ -156,9 +181,13 @@ class JobRunner:
         except JobLost:
             log.warning("job %s: lease lost to another worker; stopping", job_id)
             return
-        except asyncio.CancelledError:
-            raise  # shutdown: the lease lapses and another worker takes the job over
-        except VideoError as error:
+        except asyncio.CancelledError:  # shutdown: give the job back now rather than when its lease lapses
+            await self._give_back(record)
+            raise
+        except STORE_ERRORS as error:  # not the job's fault: its lease lapses and a reaper requeues it
+            log.warning("job %s: the job store failed (%s); it will be requeued", job_id, error)
+            return
+        except (VideoError, LimitExceeded) as error:
             record.status, record.error = "failed", str(error)
             self.metrics.jobs.labels("failed").inc()
         except Exception as error:
@@ -171,6 +200,13 @@ class JobRunner:
         await self.store.save(record)
         await self.store.release(job_id)
 
+    async def _give_back(self, record: JobRecord) -> None:
+        try:
+            await asyncio.wait_for(self.store.requeue(record), REQUEUE_TIMEOUT_S)
+            log.info("job %s: given back to the queue at shutdown", record.job_id)
+        except Exception as error:  # e.g. Redis down too: the lease lapses and a reaper requeues it
+            log.warning("job %s: could not requeue at shutdown (%s); its lease will lapse", record.job_id, error)
+
     async def _heartbeat(self, job_id: str, worker: str, lost: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
@@ -178,8 +214,8 @@ class JobRunner:
                 if not await self.store.heartbeat(job_id, worker, self.lease_s):
                     lost.set()
                     return
-            except Exception:
-                log.exception("job %s heartbeat", job_id)
+            except Exception as error:
+                log.warning("job %s heartbeat failed: %s", job_id, error)
 
     async def _process(self, record: JobRecord, workdir: Path, lost: asyncio.Event) -> None:
         data = await self.store.get_blob(record.job_id, "input")
@@ -201,6 +237,7 @@ class JobRunner:
             previous: Any = None
             with zipfile.ZipFile(result, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
                 while chunk := await asyncio.to_thread(lambda: [f for _, f in itertools.islice(frames, self.chunk)]):
+                    self._check_limits(record.frames_done, chunk)
                     masks, previous = await self.engine.clip_chunk(chunk, previous)
                     await asyncio.to_thread(_write_pngs, archive, record.frames_done, masks)
                     record.frames_done += len(masks)
@@ -211,6 +248,20 @@ class JobRunner:
             await asyncio.to_thread(source.close)
         record.frames_total = record.frames_done
         await self.store.put_blob(record.job_id, "result:zip", result)
+
+
+    def _check_limits(self, done: int, chunk: list[np.ndarray]) -> None:
+        if self.max_frames is not None and done + len(chunk) > self.max_frames:
+            raise LimitExceeded(f"the video has more than {self.max_frames} frames, the limit", "clip_too_long")
+        if self.max_side is not None and (side := max(max(f.shape[:2]) for f in chunk)) > self.max_side:
+            raise LimitExceeded(f"a frame of the video is {side} pixels a side; the limit is {self.max_side}")
+
+
+def _store_down(what: str, error: Exception, failures: int) -> int:
+    """Log a store outage once (not a traceback every poll); returns the new failure count."""
+    if failures == 0:
+        log.warning("%s: the job store is unreachable (%s); backing off", what, error)
+    return failures + 1
 
 
 def _write_pngs(archive: zipfile.ZipFile, start: int, masks: list[np.ndarray]) -> None:

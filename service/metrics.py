@@ -34,6 +34,10 @@ class Metrics:
         self.dropped_frames = Counter(
             "vsod_dropped_frames", "Stream frames replaced by a newer one before processing.", registry=r
         )
+        self.rate_limited_frames = Counter(
+            "vsod_rate_limited_frames", "Stream frames dropped unread for exceeding VSOD_MAX_STREAM_FPS "
+            "(also counted in vsod_dropped_frames).", registry=r
+        )
         self.active_sessions = Gauge("vsod_active_sessions", "Open WebSocket streams in this process.", registry=r)
         self.queue_depth = Gauge("vsod_engine_queue_depth", "Operations waiting for the inference worker.", registry=r)
         self.stream_errors = Counter("vsod_stream_errors", "Error messages sent on streams, by code.", ["code"], registry=r)

@@ -6,20 +6,33 @@ reaches the same cache can serve the session's next frame. Both backends store t
 with the same sliding TTL (reads through `get`/`get_many` and every write refresh it), so one test
 suite runs against both.
 
-Redis layout: `<prefix>:session:<id>` -> `SessionRecord.to_bytes()`, with `EX session_ttl_s`.
+Redis layout: `<prefix>:session:<id>` -> `SessionRecord.to_bytes()`, with `EX session_ttl_s`
+(`<id>` is `<owner>:<name>` when API keys are on, see `service.auth.scoped`).
+
+Redis faults: every Redis failure or slow answer (over `timeout_s`) becomes `CacheUnavailable`,
+and for `retry_s` afterwards calls fail at once without touching Redis (a circuit breaker), so a
+stream whose store is down keeps its frame rate instead of waiting on timeouts; the first call
+after that tries Redis again, and the stream recovers by itself when it answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import struct
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("vsod.sessions")
+T = TypeVar("T")
 
 MAGIC = b"VSDR"
 RECORD_VERSION = 1
@@ -29,6 +42,10 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 class SessionRecordError(ValueError):
     """Bytes in the cache are not a session record of this version."""
+
+
+class CacheUnavailable(ConnectionError):
+    """The session store cannot be reached (or answers too slowly) right now."""
 
 
 def valid_session_id(session_id: str) -> bool:
@@ -114,8 +131,29 @@ def _parse(session_id: str, data: bytes | None) -> SessionRecord | None:
 class RedisSessionCache(SessionCache):
     backend = "redis"
 
-    def __init__(self, client: Redis, prefix: str = "vsod", ttl_s: float = 600) -> None:
+    def __init__(self, client: Redis, prefix: str = "vsod", ttl_s: float = 600, timeout_s: float | None = None,
+                 retry_s: float = 1.0) -> None:
         self.client, self.prefix, self.ttl_s = client, prefix, ttl_s
+        self.timeout_s, self.retry_s = timeout_s, retry_s
+        self._down_until = 0.0  # monotonic time before which calls fail fast
+        self._down_reason: str | None = None
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis operation through the breaker; any failure becomes CacheUnavailable."""
+        if self._down_reason is not None and time.monotonic() < self._down_until:
+            raise CacheUnavailable(f"the session store is unavailable: {self._down_reason}")
+        try:
+            result = await asyncio.wait_for(operation(), self.timeout_s)
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            reason = str(error) or f"no answer within {self.timeout_s:g} s"
+            if self._down_reason is None:
+                log.warning("session store unavailable (%s); streams go on without temporal context", reason)
+            self._down_until, self._down_reason = time.monotonic() + self.retry_s, reason
+            raise CacheUnavailable(f"the session store is unavailable: {reason}") from None
+        if self._down_reason is not None:
+            log.warning("session store reachable again")
+            self._down_reason = None
+        return result
 
     def key(self, session_id: str) -> str:
         return f"{self.prefix}:session:{session_id}"
@@ -127,32 +165,42 @@ class RedisSessionCache(SessionCache):
     async def get_many(self, session_ids: Sequence[str], refresh: bool = True) -> list[SessionRecord | None]:
         if not session_ids:
             return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for sid in session_ids:
-                if refresh:
-                    pipe.getex(self.key(sid), px=self._ttl_ms)
-                else:
-                    pipe.get(self.key(sid))
-            values = await pipe.execute()
+
+        async def read() -> list[bytes | None]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for sid in session_ids:
+                    if refresh:
+                        pipe.getex(self.key(sid), px=self._ttl_ms)
+                    else:
+                        pipe.get(self.key(sid))
+                return await pipe.execute()
+
+        values = await self._call(read)
         return [_parse(sid, value) for sid, value in zip(session_ids, values)]
 
     async def put_many(self, records: Sequence[SessionRecord]) -> None:
         if not records:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for record in records:
-                pipe.set(self.key(record.session_id), record.to_bytes(), px=self._ttl_ms)
-            await pipe.execute()
+
+        async def write() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for record in records:
+                    pipe.set(self.key(record.session_id), record.to_bytes(), px=self._ttl_ms)
+                await pipe.execute()
+
+        await self._call(write)
 
     async def delete(self, session_id: str) -> bool:
-        return bool(await self.client.delete(self.key(session_id)))
+        return bool(await self._call(lambda: self.client.delete(self.key(session_id))))
 
     async def expires_in(self, session_id: str) -> float | None:
-        ms = await self.client.pttl(self.key(session_id))
+        ms = await self._call(lambda: self.client.pttl(self.key(session_id)))
         return ms / 1000 if ms >= 0 else None
 
     async def ping(self) -> None:
+        """Always asks Redis (readiness must tell the truth), and closes the breaker when it answers."""
         await self.client.ping()
+        self._down_until = 0.0
 
 
 class MemorySessionCache(SessionCache):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .model.store import default_store_root
@@ -44,10 +44,35 @@ class Settings(BaseSettings):
     job_workers: int = Field(1, ge=0, description="Clip-job workers in this process (0: this replica only serves the API).")
     spool_dir: Path | None = Field(None, description="Where uploads and results are staged (None: a temp folder).")
 
-    # Limits
+    # Limits (docs/reliability.md lists them with the error each gives)
     max_upload_bytes: int = Field(256 * MiB, gt=0, description="Largest clip upload (HTTP 413 above).")
     max_frame_bytes: int = Field(16 * MiB, gt=0, description="Largest encoded image or stream frame.")
-    max_frame_side: int = Field(4096, gt=0, description="Largest decoded frame width or height.")
+    max_frame_side: int = Field(
+        4096, gt=0, description="Largest frame width or height, read from the image or video header before decoding."
+    )
+    max_clip_frames: int = Field(20_000, gt=0, description="Most frames in an uploaded clip (413 at upload, or the job fails).")
+    max_clip_seconds: float = Field(1200, gt=0, description="Longest uploaded clip, by its container's duration (413).")
+    max_stream_fps: float = Field(
+        60, ge=0, description="Frames a second one stream may send (bursts up to one second's worth); "
+        "excess frames are dropped and counted in `dropped`. 0: no limit."
+    )
+
+    # Access
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="Comma-separated API keys; empty: no keys needed. Clients send X-API-Key "
+        "(or ?api_key= on the WebSocket); sessions and jobs belong to the key that made them."
+    )
+
+    # Faults and shutdown
+    redis_timeout_s: float = Field(
+        1.0, gt=0, description="A session-store call slower than this counts as Redis being down for that frame."
+    )
+    redis_retry_s: float = Field(
+        1.0, gt=0, description="After a Redis failure, streams skip the store this long before trying it again."
+    )
+    shutdown_timeout_s: float = Field(
+        10, ge=0, description="On SIGTERM, how long open streams get to finish their frames before they are closed."
+    )
 
 
 @lru_cache(maxsize=1)

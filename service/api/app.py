@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
 from .. import __version__
+from ..auth import ApiKeys
 from ..engine import Engine
 from ..job_store import JobStore, MemoryJobStore, RedisJobStore
 from ..jobs import JobRunner
@@ -30,7 +31,7 @@ from ..model import ModelStore, Predictor
 from ..sessions import MemorySessionCache, RedisSessionCache, SessionCache
 from ..settings import Settings, get_settings
 from . import errors
-from .deps import Services
+from .deps import Services, caller
 from .routes import clips, health, images, models, sessions, stream
 
 log = logging.getLogger("vsod")
@@ -78,7 +79,8 @@ async def start_services(settings: Settings, metrics: Metrics) -> Services:
     job_store: JobStore
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
-        session_cache = RedisSessionCache(redis, settings.redis_prefix, settings.session_ttl_s)
+        session_cache = RedisSessionCache(redis, settings.redis_prefix, settings.session_ttl_s,
+                                          timeout_s=settings.redis_timeout_s, retry_s=settings.redis_retry_s)
         job_store = RedisJobStore(redis, settings.redis_prefix, settings.job_ttl_s)
     else:
         session_cache = MemorySessionCache(settings.session_ttl_s)
@@ -88,10 +90,13 @@ async def start_services(settings: Settings, metrics: Metrics) -> Services:
     engine = Engine(predictor, session_cache, metrics, settings.batch_size)
     await engine.start()
     runner = JobRunner(job_store, engine, spool, workers=settings.job_workers, chunk=settings.clip_chunk,
-                       lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, metrics=metrics)
+                       lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, metrics=metrics,
+                       max_frames=settings.max_clip_frames, max_side=settings.max_frame_side)
     await runner.start()
-    log.info("serving %s on %s; sessions and jobs in %s", predictor.model_id, predictor.device, session_cache.backend)
-    return Services(settings, predictor, engine, session_cache, job_store, runner, metrics, spool, redis)
+    keys = ApiKeys.from_setting(settings.api_keys.get_secret_value())
+    log.info("serving %s on %s; sessions and jobs in %s; %s", predictor.model_id, predictor.device,
+             session_cache.backend, f"{len(keys)} API key(s)" if keys.enabled else "no API keys (open access)")
+    return Services(settings, predictor, engine, session_cache, job_store, runner, metrics, spool, redis, keys)
 
 
 async def stop_services(svc: Services) -> None:
@@ -119,6 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     errors.install(app)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    for module in (health, models, images, clips, sessions, stream):
-        app.include_router(module.router)
+    app.include_router(health.router)  # /healthz and /readyz are public; /metrics asks for a key itself
+    # With VSOD_API_KEYS set these need a key (the WebSocket checks its own: see routes/stream.py).
+    for module in (models, images, clips, sessions):
+        app.include_router(module.router, dependencies=[Depends(caller)], responses=errors.problems(401, 403))
+    app.include_router(stream.router)
     return app

@@ -1,4 +1,4 @@
-"""What routes depend on: the process's services, and size-limited reading of uploads.
+"""What routes depend on: the process's services, the caller's API key, and size-limited uploads.
 
 Uploads come as multipart (`file` field) or as a raw body with a media type. The limit is
 enforced while reading (also for chunked bodies with no Content-Length), so an oversized upload
@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
 from redis.asyncio import Redis
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
+from ..auth import HEADER, ApiKeys, AuthError
 from ..engine import Engine
 from ..job_store import JobStore
 from ..jobs import JobRunner
@@ -43,10 +45,27 @@ class Services:
     metrics: Metrics
     spool: Path
     redis: Redis | None = None
+    keys: ApiKeys = field(default_factory=ApiKeys)
+    draining: bool = False  # SIGTERM received: not ready, no new streams (service.api.lifecycle)
+    streams: set[Any] = field(default_factory=set)  # open stream connections, to close them at shutdown
 
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+api_key_header = APIKeyHeader(
+    name=HEADER, auto_error=False, scheme_name="ApiKey",
+    description="Needed when the server sets VSOD_API_KEYS. The WebSocket also takes `?api_key=`.",
+)
+
+
+async def caller(request: Request, key: str | None = Security(api_key_header)) -> str:
+    """The owner id of the request's API key ("" when keys are off); 401 without a key, 403 for an unknown one."""
+    try:
+        return services(request).keys.owner(key)
+    except AuthError as error:
+        raise HTTPException(error.status, error.message, headers={"WWW-Authenticate": f'ApiKey header="{HEADER}"'})
 
 
 @dataclass

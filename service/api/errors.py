@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from ..engine import EngineClosed
+from ..limits import LimitExceeded
+from ..sessions import CacheUnavailable
 from ..video import VideoError
 
 log = logging.getLogger("vsod.api")
@@ -23,11 +25,13 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
     descriptions = {
         400: "Bad input (not an image or video, empty, malformed)",
-        404: "No such session or job (never existed, expired or deleted)",
+        401: "An API key is required (X-API-Key header); only when the server sets VSOD_API_KEYS",
+        403: "The API key is not valid",
+        404: "No such session or job (never existed, expired, deleted, or another key's)",
         409: "The job has no result yet (queued, running or failed)",
-        413: "Upload larger than the configured limit",
+        413: "Over a configured limit: upload size, frame size, clip frames or duration",
         415: "Unsupported media type",
-        503: "Not ready: the model or the session store is unavailable",
+        503: "Not ready, shutting down, or the session/job store is unavailable",
     }
     return {status: {"model": Problem, "description": descriptions[status]} for status in statuses}
 
@@ -41,6 +45,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(VideoError)
     async def bad_media(_: Request, error: VideoError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(LimitExceeded)
+    async def over_limit(_: Request, error: LimitExceeded) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=413)
+
+    @app.exception_handler(CacheUnavailable)
+    async def cache_down(_: Request, error: CacheUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503)
 
     @app.exception_handler(RedisError)
     async def store_down(_: Request, error: RedisError) -> JSONResponse:

@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse
 
 from ...job_store import JobRecord, new_job_id
 from ...jobs import FORMATS
+from ...limits import check_video, video_header
+from ...settings import Settings
 from ...video import VIDEO_SUFFIXES, MediaInfo, open_media
-from ..deps import Services, read_upload, services
+from ..deps import Services, caller, read_upload, services
 from ..errors import problems
 from ..schemas import JobCreated, JobStatus, ResultFormat
 
@@ -54,21 +56,24 @@ def _suffix(filename: str, content_type: str) -> str:
     )
 
 
-def _probe(path: Path) -> MediaInfo:
-    """Open the video and decode its first frame, so a clip that cannot be read is refused at once."""
+def _probe(path: Path, limits: Settings) -> MediaInfo:
+    """Check the container's header against the limits (decoding nothing), then open the video and
+    decode its first frame, so a clip that cannot be read or is too large is refused at once."""
+    check_video(video_header(path), limits.max_frame_side, limits.max_clip_frames, limits.max_clip_seconds)
     with open_media(path, warn=lambda _: None) as source:
         return source.info
 
 
 @router.post(
-    "/clips", status_code=202, response_model=JobCreated, responses=problems(400, 413, 415),
+    "/clips", status_code=202, response_model=JobCreated, responses=problems(400, 413, 415, 503),
     summary="Upload a clip; its masks are computed in the background",
     description="A video as multipart (`file` field) or a raw `video/*` body. Frames are processed in order "
-    "with the temporal state carried from frame to frame. Poll `status_url`; fetch `result_url` when done.\n\n"
+    "with the temporal state carried from frame to frame. Poll `status_url`; fetch `result_url` when done. "
+    "The job belongs to the API key that uploaded it.\n\n"
     "`curl -F file=@clip.mp4 http://127.0.0.1:8000/v1/clips`",
     openapi_extra=CLIP_BODY,
 )
-async def upload_clip(request: Request, svc: Services = Depends(services)) -> JSONResponse:
+async def upload_clip(request: Request, svc: Services = Depends(services), owner: str = Depends(caller)) -> JSONResponse:
     upload = await read_upload(request, limit=svc.settings.max_upload_bytes, raw_types=VIDEO_TYPES,
                                spool=svc.spool, what="video")
     assert upload.path is not None
@@ -76,10 +81,10 @@ async def upload_clip(request: Request, svc: Services = Depends(services)) -> JS
         suffix = _suffix(upload.filename, upload.content_type)
         path = upload.path.rename(upload.path.with_suffix(suffix))
         upload.path = path
-        info = await asyncio.to_thread(_probe, path)  # VideoError -> 400
+        info = await asyncio.to_thread(_probe, path, svc.settings)  # VideoError -> 400, LimitExceeded -> 413
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.filename).stem)[:100] or "upload"  # safe in headers
         record = JobRecord(new_job_id(), f"{stem}{suffix}", upload.size, frames_total=info.frame_count,
-                           fps=info.fps, height=info.size[0], width=info.size[1])
+                           fps=info.fps, height=info.size[0], width=info.size[1], owner=owner)
         await svc.jobs.create(record, path)
     finally:
         upload.path.unlink(missing_ok=True)
@@ -88,9 +93,9 @@ async def upload_clip(request: Request, svc: Services = Depends(services)) -> JS
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.status_url})
 
 
-async def _job(svc: Services, job_id: str) -> JobRecord:
+async def _job(svc: Services, job_id: str, owner: str) -> JobRecord:
     record = await svc.jobs.get(job_id) if JOB_ID.match(job_id) else None
-    if record is None:
+    if record is None or record.owner != owner:  # another key's job is as good as missing
         raise HTTPException(404, f"no job {job_id!r} (never created, or expired after {svc.settings.job_ttl_s:g} s)")
     return record
 
@@ -98,9 +103,9 @@ async def _job(svc: Services, job_id: str) -> JobRecord:
 JobId = PathParam(description="the id POST /v1/clips returned", examples=["5b0f7e0c2d7d4f5e9c0f0a3a4b1e2d3c"])
 
 
-@router.get("/jobs/{job_id}", response_model=JobStatus, responses=problems(404), summary="A clip job's status")
-async def job_status(job_id: str = JobId, svc: Services = Depends(services)) -> JobStatus:
-    record = await _job(svc, job_id)
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses=problems(404, 503), summary="A clip job's status")
+async def job_status(job_id: str = JobId, svc: Services = Depends(services), owner: str = Depends(caller)) -> JobStatus:
+    record = await _job(svc, job_id, owner)
     return JobStatus(
         job_id=record.job_id, status=record.status, filename=record.filename, frames_done=record.frames_done,
         frames_total=record.frames_total, fps=record.fps, width=record.width, height=record.height,
@@ -113,15 +118,16 @@ async def job_status(job_id: str = JobId, svc: Services = Depends(services)) -> 
     "/jobs/{job_id}/result", response_class=Response, responses={
         200: {"description": "zip: 00000.png... (8-bit masks); mp4: H.264 mask video; npz: `masks` uint8 (T,H,W)",
               "content": {"application/zip": {}, "video/mp4": {}, "application/octet-stream": {}}},
-        **problems(404, 409)},
+        **problems(404, 409, 503)},
     summary="A finished job's masks",
 )
 async def job_result(
     job_id: str = JobId,
     format: ResultFormat = Query("zip", description="zip of PNGs, mp4 mask video, or npz array"),
     svc: Services = Depends(services),
+    owner: str = Depends(caller),
 ) -> Response:
-    record = await _job(svc, job_id)
+    record = await _job(svc, job_id, owner)
     if record.status == "failed":
         raise HTTPException(409, f"job {job_id} failed: {record.error}")
     if record.status != "done":

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from ..deps import Services, services
+from ..deps import Services, caller, services
 from ..errors import problems
 from ..schemas import Health, Ready
 
@@ -22,6 +22,8 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Ready, responses=problems(503), summary="The model is loaded and the store reachable")
 async def readyz(svc: Services = Depends(services)) -> Ready | JSONResponse:
+    if svc.draining:
+        return JSONResponse({"detail": "shutting down"}, status_code=503)
     try:
         await asyncio.wait_for(svc.sessions.ping(), READY_TIMEOUT_S)
     except Exception as error:  # any failure to reach the store means: do not send traffic here
@@ -30,7 +32,8 @@ async def readyz(svc: Services = Depends(services)) -> Ready | JSONResponse:
     return Ready(model=svc.predictor.model_id, device=str(svc.predictor.device), cache=svc.sessions.backend)  # type: ignore[arg-type]
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=[Depends(caller)],
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+                        **problems(401, 403)})
 async def metrics(svc: Services = Depends(services)) -> Response:
     return Response(svc.metrics.render(), media_type=svc.metrics.content_type)

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from ...limits import check_image
 from ...video import decode_image_bytes, encode_png
 from ..deps import Services, read_upload, services
 from ..errors import problems
@@ -60,7 +61,7 @@ IMAGE_BODY = {
     "`curl -F file=@photo.jpg http://127.0.0.1:8000/v1/images -o mask.png`",
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "application/octet-stream": {}}, "description": "The mask"},
-               **problems(400, 413, 415)},
+               **problems(400, 413, 415, 503)},
     openapi_extra=IMAGE_BODY,
 )
 async def predict_image(
@@ -73,6 +74,7 @@ async def predict_image(
     if upload.content_type not in PART_TYPES:
         raise HTTPException(415, f"unsupported media type {upload.content_type!r} for the image: send JPEG or PNG")
     assert upload.data is not None
+    check_image(upload.data, svc.settings.max_frame_side)  # from the header: 413 before decoding a bomb, 400 if no image
     frame = await asyncio.to_thread(decode_image_bytes, upload.data)  # VideoError -> 400
     check_frame_size(frame, svc.settings.max_frame_side)
     mask = await svc.engine.predict_image(frame)

@@ -6,8 +6,9 @@ import time
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
 
+from ...auth import scoped
 from ...sessions import valid_session_id
-from ..deps import Services, services
+from ..deps import Services, caller, services
 from ..errors import problems
 from ..schemas import SessionInfo
 
@@ -20,23 +21,24 @@ def _missing(session_id: str, svc: Services) -> HTTPException:
                               f"{svc.settings.session_ttl_s:g} s)")
 
 
-@router.get("/sessions/{session_id}", response_model=SessionInfo, responses=problems(404),
+@router.get("/sessions/{session_id}", response_model=SessionInfo, responses=problems(404, 503),
             summary="A session's progress (does not extend its TTL)")
-async def get_session(session_id: str = SessionId, svc: Services = Depends(services)) -> SessionInfo:
-    record = await svc.sessions.get(session_id, refresh=False) if valid_session_id(session_id) else None
+async def get_session(session_id: str = SessionId, svc: Services = Depends(services), owner: str = Depends(caller)) -> SessionInfo:
+    key = scoped(owner, session_id)  # another API key's session of the same name is another session
+    record = await svc.sessions.get(key, refresh=False) if valid_session_id(session_id) else None
     if record is None:
         raise _missing(session_id, svc)
     now = time.time()
     return SessionInfo(
         session_id=session_id, frame=record.frame, dropped=record.dropped, model_id=record.model_id,
         created=record.created, updated=record.updated, age_s=max(0.0, now - record.created),
-        idle_s=max(0.0, now - record.updated), expires_in_s=await svc.sessions.expires_in(session_id),
+        idle_s=max(0.0, now - record.updated), expires_in_s=await svc.sessions.expires_in(key),
     )
 
 
-@router.delete("/sessions/{session_id}", status_code=204, response_class=Response, responses=problems(404),
+@router.delete("/sessions/{session_id}", status_code=204, response_class=Response, responses=problems(404, 503),
                summary="Forget a session's temporal state")
-async def delete_session(session_id: str = SessionId, svc: Services = Depends(services)) -> Response:
-    if not (valid_session_id(session_id) and await svc.sessions.delete(session_id)):
+async def delete_session(session_id: str = SessionId, svc: Services = Depends(services), owner: str = Depends(caller)) -> Response:
+    if not (valid_session_id(session_id) and await svc.sessions.delete(scoped(owner, session_id))):
         raise _missing(session_id, svc)
     return Response(status_code=204)

@@ -12,7 +12,17 @@ Protocol (also in the README):
   (acknowledged with the config in force), `{"type":"reset"}` (acknowledged by
   `{"type":"reset","frame":0}`), `{"type":"close"}` (waiting frames are answered, then close 1000).
 - Problems are `{"type":"error","code","message"}` and the session goes on.
-- At most one frame waits per session; a newer one replaces it (see `dropped`).
+- At most one frame waits per session; a newer one replaces it (see `dropped`). Frames over the
+  per-stream rate (`VSOD_MAX_STREAM_FPS`) are dropped unread and counted in `dropped` too.
+- With API keys on, the key comes as `?api_key=` or an `X-API-Key` header; without a valid one
+  the server sends an `unauthorized`/`forbidden` error and closes with 1008. Sessions are
+  per key: another key's `session_id` of the same name is a different session.
+- Every mask message carries `"temporal"`: false when the session store (Redis) could not be used
+  for that frame; the stream goes on frame by frame without temporal context and recovers by
+  itself when the store answers again (the first frame back carries `"restarted"` unless the
+  stored state was still current). The first message says `"temporal": false` when the store
+  was down at connect time (the frame index then starts at 0).
+- On shutdown (SIGTERM) the frame in flight is answered, then the server closes with 1001.
 """
 
 from __future__ import annotations
@@ -26,9 +36,11 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from ...auth import QUERY, AuthError, scoped
 from ...engine import EngineClosed, FrameResult, StreamClosing, StreamHandle, StreamReset
+from ...limits import FrameRate, LimitExceeded, check_image
 from ...model import StateError
-from ...sessions import valid_session_id
+from ...sessions import CacheUnavailable, valid_session_id
 from ...video import VideoError, decode_image_bytes
 from ..deps import Services
 from ..errors import ws_error
@@ -42,10 +54,21 @@ GOING_AWAY, POLICY = 1001, 1008
 class Connection:
     """One WebSocket: its reader (this coroutine) and a sender task, which never interleave a pair."""
 
-    def __init__(self, ws: WebSocket, svc: Services, handle: StreamHandle) -> None:
-        self.ws, self.svc, self.handle = ws, svc, handle
+    def __init__(self, ws: WebSocket, svc: Services, handle: StreamHandle, session_id: str) -> None:
+        self.ws, self.svc, self.handle, self.session_id = ws, svc, handle, session_id
         self.config = StreamConfig()
+        self.rate = FrameRate(svc.settings.max_stream_fps)
+        self.close_code, self.close_reason = 1000, ""
         self._send_lock = asyncio.Lock()
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code != 1000
+
+    def go_away(self) -> None:
+        """Shutdown: take no more frames, answer the one in flight, then close with 1001."""
+        self.close_code, self.close_reason = GOING_AWAY, "server shutting down"
+        self.handle.request_close()
 
     async def send_json(self, message: dict[str, object]) -> None:
         async with self._send_lock:
@@ -67,10 +90,10 @@ class Connection:
                 await self.error("unavailable", f"frame not processed: {type(error).__name__}: {error}")
                 continue
             if isinstance(event, StreamClosing):
-                await self.ws.close(1000)
+                await self.ws.close(self.close_code, self.close_reason)
                 return
             if isinstance(event, StreamReset):
-                await self.send_json({"type": "reset", "session_id": self.handle.session_id, "frame": 0})
+                await self.send_json({"type": "reset", "session_id": self.session_id, "frame": 0})
                 continue
             await self.send_mask(event)
 
@@ -80,7 +103,7 @@ class Connection:
         header: dict[str, object] = {
             "type": "mask", "frame": result.frame, "width": int(result.mask.shape[1]),
             "height": int(result.mask.shape[0]), "latency_ms": round(result.latency_ms, 2),
-            "dropped": result.dropped, "format": config.format,
+            "dropped": result.dropped, "format": config.format, "temporal": result.temporal,
         }
         if result.restarted:
             header["restarted"] = result.restarted
@@ -91,14 +114,24 @@ class Connection:
     async def on_frame(self, data: bytes) -> None:
         received = time.perf_counter()
         limits = self.svc.settings
+        if self.closing:
+            return  # shutting down: the frame in flight is the last one answered
         if not data:
             await self.error("empty_frame", "the frame is empty (0 bytes)")
+            return
+        if not self.rate.allow():  # before any decoding, so the excess costs next to nothing
+            self.handle.count_dropped()
+            self.svc.metrics.rate_limited_frames.inc()
             return
         if len(data) > limits.max_frame_bytes:
             await self.error("frame_too_large", f"the frame is {len(data)} bytes; the limit is {limits.max_frame_bytes}")
             return
         try:
+            check_image(data, limits.max_frame_side)  # the header's size, before decoding (bombs)
             frame = await asyncio.to_thread(decode_image_bytes, data)
+        except LimitExceeded as error:
+            await self.error(error.code, str(error))
+            return
         except VideoError as error:
             await self.error("bad_frame", str(error))
             return
@@ -134,30 +167,50 @@ class Connection:
         return True
 
 
+async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+    await ws.send_text(json.dumps(ws_error(code, message)))
+    await ws.close(close_code)
+
+
 @router.websocket("/v1/stream")
 async def stream(ws: WebSocket, session_id: str | None = None) -> None:
     svc: Services = ws.app.state.services
     await ws.accept()
+    if svc.draining:
+        await _refuse(ws, "shutting_down", "the server is shutting down; connect again (to another replica)", GOING_AWAY)
+        return
+    try:
+        owner = svc.keys.owner(ws.headers.get("x-api-key") or ws.query_params.get(QUERY))
+    except AuthError as error:
+        await _refuse(ws, error.code, error.message, POLICY)
+        return
     if session_id is not None and not valid_session_id(session_id):
-        await ws.send_text(json.dumps(ws_error("bad_session_id", "session_id must be 1-128 of A-Z a-z 0-9 _ . -")))
-        await ws.close(POLICY)
+        await _refuse(ws, "bad_session_id", "session_id must be 1-128 of A-Z a-z 0-9 _ . -", POLICY)
         return
     session_id = session_id or str(uuid.uuid4())
-    record = await svc.sessions.get(session_id)
+    key = scoped(owner, session_id)  # the cache's id: each API key has its own namespace
     hello: dict[str, object] = {"type": "session", "session_id": session_id, "frame": 0, "dropped": 0,
-                                "model": svc.predictor.model_id}
+                                "model": svc.predictor.model_id, "temporal": True}
+    try:
+        record = await svc.sessions.get(key)
+    except CacheUnavailable:  # the stream starts anyway, without temporal context until the store is back
+        record, hello["temporal"] = None, False
     if record is not None:
         try:
             svc.predictor.load_state(record.state)
             hello.update(frame=record.frame, dropped=record.dropped)
         except StateError as error:  # another model or input size: never misread it, start over
-            await svc.sessions.delete(session_id)
+            try:
+                await svc.sessions.delete(key)
+            except CacheUnavailable:
+                hello["temporal"] = False
             svc.metrics.state_restarts.inc()
             hello["restarted"] = f"stored state refused ({error}); temporal context restarted at frame 0"
-    handle = svc.engine.open_stream(session_id, int(hello["frame"]), int(hello["dropped"]))  # type: ignore[call-overload]
-    connection = Connection(ws, svc, handle)
+    handle = svc.engine.open_stream(key, int(hello["frame"]), int(hello["dropped"]), bool(hello["temporal"]))  # type: ignore[call-overload]
+    connection = Connection(ws, svc, handle, session_id)
     await connection.send_json(hello)
     svc.metrics.active_sessions.inc()
+    svc.streams.add(connection)
     sender = asyncio.create_task(connection.sender(), name=f"vsod-stream-{session_id}")
     try:
         while not sender.done():
@@ -172,6 +225,7 @@ async def stream(ws: WebSocket, session_id: str | None = None) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away mid-send; its state is already stored
     finally:
+        svc.streams.discard(connection)
         svc.metrics.active_sessions.dec()
         if not sender.done():
             sender.cancel()
