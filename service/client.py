@@ -120,9 +120,9 @@ def ws_base(base_url: str) -> str:
     raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
 
 
-def stream_url(base_url: str, session_id: str | None, api_key: str | None) -> str:
-    query = [f"{name}={quote(value, safe='')}" for name, value in (("session_id", session_id), ("api_key", api_key)) if value]
-    return f"{ws_base(base_url.rstrip('/'))}/v1/stream" + ("?" + "&".join(query) if query else "")
+def stream_url(base_url: str, session_id: str | None) -> str:
+    query = f"?session_id={quote(session_id, safe='')}" if session_id else ""
+    return f"{ws_base(base_url.rstrip('/'))}/v1/stream{query}"
 
 
 def detail_of(response: httpx.Response) -> str:
@@ -273,19 +273,21 @@ class VsodClient:
         self._request("DELETE", f"/v1/sessions/{session_id}")
 
     def open_stream(self, session_id: str | None = None, encoding: Encoding = "png", quality: int = 90,
-                    threshold: float | None = None, retries: int = 5) -> LiveStream:
+                    threshold: float | None = None, retries: int = 5, max_fps: float | None = None) -> LiveStream:
         """A live session, frame by frame: `with client.open_stream("cam") as live: live.send(frame)`."""
-        return LiveStream(self, session_id, encoding, quality, threshold, retries)
+        return LiveStream(self, session_id, encoding, quality, threshold, retries, max_fps)
 
     def stream(self, frames: Iterable[np.ndarray], session_id: str | None = None, encoding: Encoding = "png",
-               quality: int = 90, threshold: float | None = None, retries: int = 5) -> Iterator[np.ndarray | None]:
+               quality: int = 90, threshold: float | None = None, retries: int = 5,
+               max_fps: float | None = None) -> Iterator[np.ndarray | None]:
         """One mask per frame, in order, through `/v1/stream`, reconnecting and resuming on drops.
 
         A mask is None only where a connection dropped after the server had processed the frame
         but before its mask arrived (rare; see StreamResult.lost). Pass your own `session_id` to
-        continue a session later, from this or another process.
+        continue a session later, from this or another process. `max_fps` paces the frames: keep
+        it at or below the server's VSOD_MAX_STREAM_FPS, whose excess frames go unanswered.
         """
-        with self.open_stream(session_id, encoding, quality, threshold, retries) as live:
+        with self.open_stream(session_id, encoding, quality, threshold, retries, max_fps) as live:
             for frame in frames:
                 yield live.send(frame).mask
 
@@ -298,9 +300,11 @@ class LiveStream:
     """
 
     def __init__(self, client: VsodClient, session_id: str | None, encoding: Encoding = "png", quality: int = 90,
-                 threshold: float | None = None, retries: int = 5) -> None:
+                 threshold: float | None = None, retries: int = 5, max_fps: float | None = None) -> None:
         self.client, self.session_id = client, session_id
         self.encoding, self.quality, self.threshold, self.retries = encoding, quality, threshold, retries
+        self.interval = 1.0 / max_fps if max_fps else 0.0
+        self._last_send = 0.0
         self.next_frame = 0
         self.model: str | None = None
         self.reconnects = 0
@@ -317,15 +321,19 @@ class LiveStream:
     # -- connection --------------------------------------------------------------------------------
     def _connect(self, first: bool = False) -> None:
         """Connect (retrying with backoff) and read the session message; then ask for raw masks."""
-        url = stream_url(self.client.base_url, self.session_id, self.client.api_key)
+        url = stream_url(self.client.base_url, self.session_id)
+        headers = {"X-API-Key": self.client.api_key} if self.client.api_key else None  # kept out of URLs and logs
         failures = 0
         while True:
             try:
                 with ExitStack() as stack:  # closes the connection unless the hello goes through
                     # As a context manager: websockets 17 warns about bare connect() calls.
-                    ws = stack.enter_context(connect(url, max_size=None, open_timeout=self.client.timeout, close_timeout=2))
+                    ws = stack.enter_context(connect(url, additional_headers=headers, max_size=None,
+                                                     open_timeout=self.client.timeout, close_timeout=2))
                     hello = self._json(ws)
                     if hello.get("type") == "error":
+                        if hello.get("code") == "shutting_down":  # a replica going away: try again
+                            raise ConnectionError(str(hello.get("message")))
                         raise StreamError(str(hello.get("code")), str(hello.get("message")))
                     ws.send(json.dumps({"type": "config", "format": "raw", "threshold": self.threshold}))
                     ack = self._json(ws)
@@ -378,6 +386,9 @@ class LiveStream:
                 if resume_gap(expected, self.next_frame) == "lost":
                     return StreamResult(expected, None, restarted=self._take_note(), lost=True)
             try:
+                if self.interval:
+                    time.sleep(max(0.0, self._last_send + self.interval - time.monotonic()))
+                    self._last_send = time.monotonic()
                 self._ws.send(data)  # type: ignore[union-attr]
                 header, body = self._receive_mask()
             except (ConnectionClosed, OSError, TimeoutError) as error:

@@ -25,11 +25,13 @@ from service.video import open_media
 from tests.servers import Server, free_port, max_diff, moving_square_frames, running_server, write_clip
 
 LIMITS = {"max_frame_side": 512, "max_upload_bytes": 2_000_000}
+KEY, OTHER_KEY = "key-alpha-0123456789", "key-beta-9876543210"
 
 
 @pytest.fixture(scope="module")
 def server(model_store_env: dict[str, str]) -> Iterator[Server]:
-    with running_server(model_store_env, **LIMITS) as server:
+    """One server for the module, with API keys on: every client below has to send its key."""
+    with running_server(model_store_env, api_keys=f"{KEY},{OTHER_KEY}", **LIMITS) as server:
         yield server
 
 
@@ -130,7 +132,7 @@ def assert_close(masks: list[np.ndarray], expected: list[np.ndarray]) -> None:
 
 def test_stream_equals_offline(server: Server, predictor: Predictor) -> None:
     frames = moving_square_frames(12, seed=21)
-    with VsodClient(server.url) as client:
+    with VsodClient(server.url, api_key=KEY) as client:
         masks = list(client.stream(frames))
     assert all(m is not None and m.dtype == np.uint8 and m.shape == (72, 96) for m in masks)
     assert_close(masks, list(predictor.predict_clip(frames)))  # type: ignore[arg-type]
@@ -138,7 +140,7 @@ def test_stream_equals_offline(server: Server, predictor: Predictor) -> None:
 
 def test_jpeg_stream_continues_a_named_session(server: Server, predictor: Predictor) -> None:
     frames = moving_square_frames(8, seed=22)
-    with VsodClient(server.url) as client:
+    with VsodClient(server.url, api_key=KEY) as client:
         first = list(client.stream(frames[:4], session_id="client-jpeg", encoding="jpeg", quality=95))
         second = list(client.stream(frames[4:], session_id="client-jpeg", encoding="jpeg", quality=95))
         assert client.session("client-jpeg")["frame"] == 8
@@ -156,7 +158,7 @@ def test_jpeg_stream_continues_a_named_session(server: Server, predictor: Predic
 
 def test_stream_resumes_after_the_connection_is_cut(server: Server, proxy: CuttableProxy, predictor: Predictor) -> None:
     frames = moving_square_frames(12, seed=23)
-    with VsodClient(proxy.url) as client:
+    with VsodClient(proxy.url, api_key=KEY) as client:
         # Frame 6 is swallowed on its way and the connection dies: the client reconnects with its
         # session id, the server says "next is frame 6", and the client sends it again.
         masks = list(client.stream(calling_before(frames, 6, lambda: proxy.drop_next("request")), session_id="cut-1"))
@@ -169,7 +171,7 @@ def test_a_mask_lost_in_the_drop_is_reported_and_the_session_goes_on(
     server: Server, proxy: CuttableProxy, predictor: Predictor
 ) -> None:
     frames = moving_square_frames(10, seed=24)
-    client = VsodClient(proxy.url)
+    client = VsodClient(proxy.url, api_key=KEY)
     with client, client.open_stream("cut-2") as live:
         results = []
         for i, frame in enumerate(frames):
@@ -192,7 +194,7 @@ def test_process_clip_equals_offline(server: Server, predictor: Predictor, tmp_p
         decoded = [frame for _, frame in video.frames()]
     expected = np.stack(list(predictor.predict_clip(decoded)))
     seen: list[str] = []
-    with VsodClient(server.url) as client:
+    with VsodClient(server.url, api_key=KEY) as client:
         masks = client.process_clip(clip, progress=lambda job: seen.append(job["status"]))
         assert masks.dtype == np.uint8 and masks.shape == (10, 72, 96)
         # The same chunked clip path; the server runs one thread and this process several, so
@@ -207,7 +209,7 @@ def test_process_clip_equals_offline(server: Server, predictor: Predictor, tmp_p
 
 def test_segment_image(server: Server, predictor: Predictor, tmp_path: Path) -> None:
     frame = moving_square_frames(1, seed=26)[0]
-    with VsodClient(server.url) as client:
+    with VsodClient(server.url, api_key=KEY) as client:
         mask = client.segment_image(frame)
         assert mask.shape == (72, 96) and max_diff(mask, predictor.predict_image(frame)) <= 1
         binary = client.segment_image(frame, threshold=0.5)
@@ -222,7 +224,7 @@ def test_segment_image(server: Server, predictor: Predictor, tmp_path: Path) -> 
 def test_server_errors_carry_the_servers_message(server: Server, tmp_path: Path) -> None:
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_bytes(b"hello, this is no video")
-    with VsodClient(server.url) as client:
+    with VsodClient(server.url, api_key=KEY) as client:
         with pytest.raises(VsodHTTPError) as error:
             client.segment_image(b"not an image")
         assert error.value.status == 400 and "not a decodable image" in str(error.value)
@@ -239,7 +241,7 @@ def test_server_errors_carry_the_servers_message(server: Server, tmp_path: Path)
             list(client.stream(moving_square_frames(1), session_id="has space"))
         assert stream_error.value.code == "bad_session_id"
     with pytest.raises(ValueError, match="uint8 HxWx3"):
-        VsodClient(server.url).segment_image(np.zeros((4, 4), np.float32))
+        VsodClient(server.url, api_key=KEY).segment_image(np.zeros((4, 4), np.float32))
     assert JobFailed({"job_id": "j", "error": "boom"}).args[0] == "job j failed: boom"
 
 
@@ -252,10 +254,27 @@ def test_unreachable_server() -> None:
             client.ready()
 
 
-def test_api_key_goes_in_the_header_and_the_stream_query() -> None:
-    client = VsodClient("https://vsod.example:8443/", api_key="k&y/1")
-    assert client.http.headers["X-API-Key"] == "k&y/1"
-    assert stream_url(client.base_url, "cam-1", client.api_key) == "wss://vsod.example:8443/v1/stream?session_id=cam-1&api_key=k%26y%2F1"
-    assert stream_url("http://h:1", None, None) == "ws://h:1/v1/stream"
+def test_api_keys_are_sent_and_refusals_explained(server: Server) -> None:
+    frames = moving_square_frames(2, seed=27)
+    with VsodClient(server.url, api_key=KEY) as client:
+        assert len(list(client.stream(frames, session_id="keyed"))) == 2
+        assert client.session("keyed")["frame"] == 2
+    with VsodClient(server.url, api_key=OTHER_KEY) as other:
+        with pytest.raises(VsodHTTPError) as error:  # sessions belong to the key that made them
+            other.session("keyed")
+        assert error.value.status == 404
+    for key, status, code in ((None, 401, "unauthorized"), ("not-a-key", 403, "forbidden")):
+        with VsodClient(server.url, api_key=key) as client:
+            with pytest.raises(VsodHTTPError) as error:
+                client.segment_image(frames[0])
+            assert error.value.status == status and "key" in error.value.detail
+            with pytest.raises(StreamError) as stream_error:
+                list(client.stream(frames))
+            assert stream_error.value.code == code and "key" in stream_error.value.message
+
+
+def test_urls() -> None:
+    assert stream_url("https://vsod.example:8443/", "cam 1") == "wss://vsod.example:8443/v1/stream?session_id=cam%201"
+    assert stream_url("http://h:1", None) == "ws://h:1/v1/stream"
     with pytest.raises(ValueError, match="http"):
         VsodClient("ftp://h")

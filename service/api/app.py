@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
 from .. import __version__
@@ -35,6 +37,7 @@ from .deps import Services, caller
 from .routes import clips, health, images, models, sessions, stream
 
 log = logging.getLogger("vsod")
+STATIC = Path(__file__).resolve().parents[1] / "static"
 
 DESCRIPTION = """
 Video salient object detection: a mask per frame from a fast spatiotemporally distilled student.
@@ -129,4 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (models, images, clips, sessions):
         app.include_router(module.router, dependencies=[Depends(caller)], responses=errors.problems(401, 403))
     app.include_router(stream.router)
+    # The live camera page (service/static, no build step); it asks for the API key itself.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC / "index.html"))
     return app
