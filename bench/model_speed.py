@@ -111,7 +111,7 @@ def bench_subject(subject: Subject, args: argparse.Namespace) -> dict[str, objec
                 if mode == "jit":  # the optimised graph must give the eager masks (BN folding moves the last bits)
                     reference, optimised = subject.module(*example)[0], module(*example)[0]
                     torch.testing.assert_close(optimised.sigmoid(), reference.sigmoid(), rtol=0, atol=1e-3)
-                seconds = median_seconds(lambda: module(*example), args.warmup, args.runs)
+                seconds = median_seconds(lambda m=module, x=example: m(*x), args.warmup, args.runs)
                 timings[f"{mode}_b{batch}"] = round(1000 * seconds / batch, 3)
     return result
 

@@ -49,7 +49,7 @@ def test_mask_video_round_trip(tmp_path: Path) -> None:
         assert source.info.frame_count == 6
         frames = list(source.frames())
     assert [name for name, _ in frames] == ["00000", "00001", "00002", "00003", "00004", "00005"]
-    for (_, frame), mask in zip(frames, masks):
+    for (_, frame), mask in zip(frames, masks, strict=True):
         assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
         # H.264 is lossy; at crf 18 a smooth gray ramp comes back within a few levels.
         assert np.abs(frame[..., 0].astype(int) - mask).mean() < 6
