@@ -8,6 +8,7 @@
         mask = client.segment_image(frame)                           # one still image, no state
 
 Frames are uint8 HxWx3 RGB arrays; masks are uint8 HxW (0..255 saliency) at the frame's size.
+`AsyncVsodClient` (service.client_async) is the same for asyncio code.
 
 Streams run in lockstep (the next frame goes out when the previous mask arrived), so the server
 never has to drop a frame. When the connection drops, the stream reconnects with the same
@@ -18,166 +19,50 @@ Server problems raise `VsodError` subclasses carrying the server's own message.
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any
 
-import cv2
 import httpx
 import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-Encoding = Literal["png", "jpeg"]
-# Close codes that mean "do not come back with the same request": policy (bad id, refused key).
-FINAL_CLOSE_CODES = frozenset({1008, 4401, 4403})
+from .client_async import AsyncVsodClient
+from .client_common import (
+    Encoding,
+    JobFailed,
+    ResultFormat,
+    StreamError,
+    StreamResult,
+    VsodConnectionError,
+    VsodError,
+    VsodHTTPError,
+    backoff_s,
+    checked,
+    config_message,
+    decode_result,
+    encode_frame,
+    final_close,
+    hello_problem,
+    image_bytes,
+    image_params,
+    job_finished,
+    key_headers,
+    raw_mask,
+    resume_gap,
+    resume_note,
+    server_error,
+    stream_result,
+    stream_url,
+    ws_base,
+)
 
-
-class VsodError(Exception):
-    """Any problem the server reported, or a server that could not be reached."""
-
-
-class VsodHTTPError(VsodError):
-    """An HTTP error status; `detail` is the server's message."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status, self.detail = status, detail
-
-
-class StreamError(VsodError):
-    """A `{"type":"error"}` message on the stream (e.g. `frame_too_large`), or a refused connection."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
-
-
-class JobFailed(VsodError):
-    """The clip job failed on the server; `job` is its last status."""
-
-    def __init__(self, job: dict[str, Any]) -> None:
-        super().__init__(f"job {job.get('job_id')} failed: {job.get('error')}")
-        self.job = job
-
-
-class VsodConnectionError(VsodError):
-    """The server could not be reached (after the allowed reconnection attempts)."""
-
-
-@dataclass
-class StreamResult:
-    """One streamed frame's answer."""
-
-    frame: int  # the frame's index in its session
-    mask: np.ndarray | None  # None only when `lost`
-    latency_ms: float | None = None  # arrival at the server to mask, as the server measured it
-    dropped: int = 0  # frames of the session the server dropped so far (0 in lockstep)
-    restarted: str | None = None  # why the temporal context restarted at this frame, if it did
-    # The connection dropped after the server had processed the frame but before its mask came
-    # back: the frame's effect on the temporal state is kept, its mask cannot be fetched again.
-    lost: bool = False
-
-
-# ---------------------------------------------------------------- helpers shared with the async client
-
-
-def check_frame(frame: np.ndarray) -> np.ndarray:
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise ValueError(f"a frame must be a uint8 HxWx3 RGB array, got {got}")
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise ValueError(f"a frame must not be empty, got shape {frame.shape}")
-    return frame
-
-
-def encode_frame(frame: np.ndarray, encoding: Encoding = "png", quality: int = 90) -> bytes:
-    """RGB array -> PNG (lossless, the default) or JPEG bytes, as the server expects them."""
-    bgr = cv2.cvtColor(check_frame(frame), cv2.COLOR_RGB2BGR)
-    if encoding == "png":
-        ok, data = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    elif encoding == "jpeg":
-        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    else:
-        raise ValueError(f"encoding must be 'png' or 'jpeg', got {encoding!r}")
-    if not ok:
-        raise ValueError("the frame could not be encoded")
-    return data.tobytes()
-
-
-def ws_base(base_url: str) -> str:
-    if base_url.startswith("https://"):
-        return "wss://" + base_url[len("https://"):]
-    if base_url.startswith("http://"):
-        return "ws://" + base_url[len("http://"):]
-    raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-
-
-def stream_url(base_url: str, session_id: str | None) -> str:
-    query = f"?session_id={quote(session_id, safe='')}" if session_id else ""
-    return f"{ws_base(base_url.rstrip('/'))}/v1/stream{query}"
-
-
-def detail_of(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    if detail is None:
-        return response.text[:300] or response.reason_phrase
-    return detail if isinstance(detail, str) else json.dumps(detail)
-
-
-def checked(response: httpx.Response) -> httpx.Response:
-    if response.status_code >= 400:
-        raise VsodHTTPError(response.status_code, detail_of(response))
-    return response
-
-
-def decode_result(data: bytes, fmt: str) -> np.ndarray:
-    """A job's npz or zip result -> uint8 masks (T,H,W)."""
-    if fmt == "npz":
-        with np.load(io.BytesIO(data)) as archive:
-            return archive["masks"]
-    if fmt == "zip":
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = sorted(archive.namelist())
-            return np.stack([cv2.imdecode(np.frombuffer(archive.read(n), np.uint8), cv2.IMREAD_UNCHANGED) for n in names])
-    raise ValueError(f"masks come from format 'npz' or 'zip'; fetch {fmt!r} with job_result()")
-
-
-def resume_gap(expected: int, server_next: int) -> Literal["resend", "lost", "restarted"]:
-    """What a reconnection found, for the frame the client sent as session frame `expected`.
-
-    resend: the server never processed it. lost: it did, but its mask never came back.
-    restarted: the server's session is elsewhere (expired, reset): its temporal context restarts.
-    """
-    if server_next == expected:
-        return "resend"
-    if server_next == expected + 1:
-        return "lost"
-    return "restarted"
-
-
-def parse_mask(header: dict[str, Any], body: bytes) -> np.ndarray:
-    height, width = int(header["height"]), int(header["width"])
-    if len(body) != height * width:
-        raise StreamError("bad_mask", f"expected {height}x{width} raw mask bytes, got {len(body)}")
-    return np.frombuffer(body, np.uint8).reshape(height, width).copy()
-
-
-def backoff_s(attempt: int) -> float:
-    return min(2.0, 0.1 * 2**attempt)
-
-
-# ---------------------------------------------------------------- the synchronous client
+__all__ = ["AsyncVsodClient", "JobFailed", "LiveStream", "StreamError", "StreamResult", "VsodClient",
+           "VsodConnectionError", "VsodError", "VsodHTTPError", "encode_frame"]
 
 
 class VsodClient:
@@ -187,8 +72,7 @@ class VsodClient:
         self.base_url = base_url.rstrip("/")
         ws_base(self.base_url)  # a bad URL fails here, not at the first call
         self.api_key, self.timeout = api_key, timeout
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, headers=key_headers(api_key), timeout=timeout)
 
     def __enter__(self) -> VsodClient:
         return self
@@ -216,16 +100,9 @@ class VsodClient:
     # -- images ----------------------------------------------------------------------------------
     def segment_image(self, image: np.ndarray | bytes | str | Path, threshold: float | None = None) -> np.ndarray:
         """One still image (RGB array, encoded bytes or a file path) -> its mask; no temporal state."""
-        if isinstance(image, (str, Path)):
-            image = Path(image).read_bytes()
-        data = image if isinstance(image, bytes) else encode_frame(image)
-        params: dict[str, Any] = {"format": "raw"}
-        if threshold is not None:
-            params["threshold"] = threshold
-        response = self._request("POST", "/v1/images", params=params,
-                                 files={"file": ("image", data, "application/octet-stream")})
-        height, width = int(response.headers["X-Mask-Height"]), int(response.headers["X-Mask-Width"])
-        return np.frombuffer(response.content, np.uint8).reshape(height, width).copy()
+        response = self._request("POST", "/v1/images", params=image_params(threshold),
+                                 files={"file": ("image", image_bytes(image), "application/octet-stream")})
+        return raw_mask(response)
 
     # -- clips -----------------------------------------------------------------------------------
     def submit_clip(self, path: str | Path) -> dict[str, Any]:
@@ -240,25 +117,20 @@ class VsodClient:
     def wait_job(self, job_id: str, timeout: float | None = 600.0, poll_s: float = 0.25,
                  progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll until the job is done (its status) or failed (JobFailed); TimeoutError after `timeout`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        start = time.monotonic()
         while True:
             status = self.job(job_id)
             if progress is not None:
                 progress(status)
-            if status["status"] == "done":
+            if job_finished(status, time.monotonic() - start, timeout):
                 return status
-            if status["status"] == "failed":
-                raise JobFailed(status)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {status['status']} after {timeout:g} s "
-                                   f"({status['frames_done']}/{status['frames_total']} frames)")
             time.sleep(poll_s)
 
     def job_result(self, job_id: str, format: str = "npz") -> bytes:
         """The finished job's result as bytes: npz, zip (PNG masks) or mp4 (mask video)."""
         return self._request("GET", f"/v1/jobs/{job_id}/result", params={"format": format}).content
 
-    def process_clip(self, path: str | Path, format: Literal["npz", "zip"] = "npz", timeout: float | None = 600.0,
+    def process_clip(self, path: str | Path, format: ResultFormat = "npz", timeout: float | None = 600.0,
                      progress: Callable[[dict[str, Any]], None] | None = None) -> np.ndarray:
         """Upload a clip, wait for its job, fetch its masks: uint8 (T,H,W), frames in order."""
         job_id = self.submit_clip(path)["job_id"]
@@ -322,30 +194,27 @@ class LiveStream:
     def _connect(self, first: bool = False) -> None:
         """Connect (retrying with backoff) and read the session message; then ask for raw masks."""
         url = stream_url(self.client.base_url, self.session_id)
-        headers = {"X-API-Key": self.client.api_key} if self.client.api_key else None  # kept out of URLs and logs
         failures = 0
         while True:
             try:
                 with ExitStack() as stack:  # closes the connection unless the hello goes through
                     # As a context manager: websockets 17 warns about bare connect() calls.
-                    ws = stack.enter_context(connect(url, additional_headers=headers, max_size=None,
+                    ws = stack.enter_context(connect(url, additional_headers=key_headers(self.client.api_key), max_size=None,
                                                      open_timeout=self.client.timeout, close_timeout=2))
                     hello = self._json(ws)
-                    if hello.get("type") == "error":
-                        if hello.get("code") == "shutting_down":  # a replica going away: try again
-                            raise ConnectionError(str(hello.get("message")))
-                        raise StreamError(str(hello.get("code")), str(hello.get("message")))
-                    ws.send(json.dumps({"type": "config", "format": "raw", "threshold": self.threshold}))
+                    if problem := hello_problem(hello):
+                        raise problem
+                    ws.send(config_message(self.threshold))
                     ack = self._json(ws)
-                    if ack.get("type") != "config":
-                        raise StreamError(str(ack.get("code", "bad_config")), str(ack.get("message", ack)))
+                    if problem := server_error(ack):
+                        raise problem
                     stack.pop_all()
                 break
             except InvalidStatus as error:  # the handshake was refused over HTTP (e.g. 401/403)
                 raise VsodHTTPError(error.response.status_code, error.response.body.decode(errors="replace")[:300]) from error
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as error:
-                if isinstance(error, ConnectionClosed) and error.rcvd is not None and error.rcvd.code in FINAL_CLOSE_CODES:
-                    raise StreamError("closed", f"the server closed the stream: {error.rcvd.code} {error.rcvd.reason}") from error
+                if isinstance(error, ConnectionClosed) and (final := final_close(error)):
+                    raise final from error
                 if failures >= self.retries:
                     raise VsodConnectionError(f"cannot stream to {url}: {error}") from error
                 time.sleep(backoff_s(failures))
@@ -356,9 +225,7 @@ class LiveStream:
         self._note = hello.get("restarted")
         if not first:
             self.reconnects += 1
-            if resume_gap(expected, self.next_frame) == "restarted" and self._note is None:
-                self._note = (f"reconnected: the server's session is at frame {self.next_frame}, not {expected}; "
-                              "temporal context restarted")
+            self._note = self._note or resume_note(expected, self.next_frame)
 
     def _json(self, ws: ClientConnection) -> dict[str, Any]:
         message = ws.recv(timeout=self.client.timeout)
@@ -370,7 +237,7 @@ class LiveStream:
         if self._ws is not None:
             try:
                 self._ws.close()
-            except Exception:  # already broken: nothing to tell the server
+            except (OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
                 pass
             self._ws = None
 
@@ -392,17 +259,16 @@ class LiveStream:
                 self._ws.send(data)  # type: ignore[union-attr]
                 header, body = self._receive_mask()
             except (ConnectionClosed, OSError, TimeoutError) as error:
-                if isinstance(error, ConnectionClosed) and error.rcvd is not None and error.rcvd.code in FINAL_CLOSE_CODES:
-                    raise StreamError("closed", f"the server closed the stream: {error.rcvd.code} {error.rcvd.reason}") from error
+                if isinstance(error, ConnectionClosed) and (final := final_close(error)):
+                    raise final from error
                 self._drop_connection()
                 if failures >= self.retries:
                     raise VsodConnectionError(f"the stream kept dropping: {error}") from error
                 failures += 1
                 continue
-            self.next_frame = int(header["frame"]) + 1
-            note = header.get("restarted") or self._take_note()
-            return StreamResult(int(header["frame"]), parse_mask(header, body), header.get("latency_ms"),
-                                int(header.get("dropped", 0)), note)
+            result = stream_result(header, body, self._take_note())
+            self.next_frame = result.frame + 1
+            return result
 
     def _take_note(self) -> str | None:
         note, self._note = self._note, None
@@ -412,8 +278,8 @@ class LiveStream:
         assert self._ws is not None
         while True:
             message = self._json(self._ws)
-            if message.get("type") == "error":
-                raise StreamError(str(message.get("code")), str(message.get("message")))
+            if problem := server_error(message):
+                raise problem
             if message.get("type") == "mask":
                 body = self._ws.recv(timeout=self.client.timeout)
                 if not isinstance(body, bytes):
@@ -427,8 +293,8 @@ class LiveStream:
         assert self._ws is not None
         self._ws.send(json.dumps({"type": "reset"}))
         while (message := self._json(self._ws)).get("type") != "reset":
-            if message.get("type") == "error":
-                raise StreamError(str(message.get("code")), str(message.get("message")))
+            if problem := server_error(message):
+                raise problem
         self.next_frame = 0
 
     def close(self) -> None:

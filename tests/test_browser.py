@@ -20,6 +20,7 @@ import pytest
 from tests.browser.cdp import find_chromium, launch_chromium
 from tests.browser.flow import Walk, small_png, walk_page
 from tests.browser.media import synthetic_frames, write_h264, write_y4m
+from tests.cut_proxy import CuttableProxy
 from tests.servers import Server, running_server
 
 CHROMIUM = find_chromium()
@@ -45,11 +46,16 @@ def walk(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Walk:
     camera = write_y4m(work / "camera.y4m", synthetic_frames(24, (240, 320), seed=7), fps=10)
     clip = write_h264(work / "upload.mp4", synthetic_frames(CLIP_FRAMES, (240, 320), seed=3), fps=10)
 
+    proxy = CuttableProxy(int(server.url.rsplit(":", 1)[1]))  # the page loads through it, so it can be cut
+
     async def main() -> Walk:
         async with launch_chromium(work, camera, CHROMIUM) as page:
-            return await walk_page(page, server.url, clip, api_key=KEY)
+            return await walk_page(page, proxy.url, clip, api_key=KEY, cut=proxy.cut)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:
+        proxy.close()
 
 
 def test_the_page_asks_for_the_api_key(walk: Walk) -> None:
@@ -75,6 +81,16 @@ def test_live_masks_arrive_and_are_drawn(walk: Walk, server: Server) -> None:
     # The server saw the same session (and the stream was still running).
     session = httpx.get(f"{server.url}/v1/sessions/{stats['sessionId']}", headers=AUTH).json()
     assert session["frame"] >= stats["masks"] and session["dropped"] == 0
+
+
+def test_the_page_resumes_its_session_after_a_drop(walk: Walk) -> None:
+    assert walk.resumed is not None
+    before, after = walk.resumed["before"], walk.resumed["after"]
+    assert after["sessionId"] == before["sessionId"] and after["reconnects"] == before["reconnects"] + 1
+    # The session's frame index went on (the server kept its state): no restart at frame 0. The
+    # frame in flight at the cut may have been processed with its mask lost, hence the "+ 1".
+    assert before["lastFrame"] < after["lastFrame"] <= after["masks"] and after["masks"] > before["masks"]
+    assert after["errors"] == before["errors"]
 
 
 def test_clip_upload_shows_the_mask_video(walk: Walk, server: Server) -> None:

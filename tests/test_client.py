@@ -4,8 +4,7 @@ come back as exceptions carrying the server's message."""
 
 from __future__ import annotations
 
-import socket
-import threading
+import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from service.client import (
+    AsyncVsodClient,
     JobFailed,
     StreamError,
     VsodClient,
@@ -22,7 +22,15 @@ from service.client import (
 )
 from service.model import Predictor
 from service.video import open_media
-from tests.servers import Server, free_port, max_diff, moving_square_frames, running_server, write_clip
+from tests.cut_proxy import CuttableProxy
+from tests.servers import (
+    Server,
+    free_port,
+    max_diff,
+    moving_square_frames,
+    running_server,
+    write_clip,
+)
 
 LIMITS = {"max_frame_side": 512, "max_upload_bytes": 2_000_000}
 KEY, OTHER_KEY = "key-alpha-0123456789", "key-beta-9876543210"
@@ -38,75 +46,6 @@ def server(model_store_env: dict[str, str]) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def predictor(model_store) -> Predictor:  # type: ignore[no-untyped-def]
     return Predictor(*model_store.load("test-student"), device="cpu")
-
-
-class CuttableProxy:
-    """A TCP relay in front of the server that the test can cut, as a network drop or a dying
-    load balancer would: `drop_next("request")` swallows the client's next bytes (the server
-    never sees that frame), `drop_next("response")` swallows the server's next bytes (the frame
-    was processed, its mask never arrives); either way every relayed connection then closes."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.connections = 0
-        self._armed: str | None = None
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def drop_next(self, direction: str) -> None:
-        self._armed = direction
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                self.connections += 1
-                self._sockets += [client, upstream]
-            for src, dst, direction in ((client, upstream, "request"), (upstream, client, "response")):
-                threading.Thread(target=self._pump, args=(src, dst, direction), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, direction: str) -> None:
-        while True:
-            try:
-                data = src.recv(65536)
-            except OSError:
-                break
-            if not data or self._armed == direction:
-                if data:
-                    self._armed = None
-                    self.cut()
-                break
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
-        for sock in (src, dst):
-            _close(sock)
-
-    def cut(self) -> None:
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _close(sock)
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
 
 
 @pytest.fixture
@@ -186,6 +125,37 @@ def test_a_mask_lost_in_the_drop_is_reported_and_the_session_goes_on(
     kept = [i for i in range(10) if i != 4]
     # Frame 5 onwards still equal the offline path: the state carried frame 4's context.
     assert_close([results[i].mask for i in kept], [offline[i] for i in kept])  # type: ignore[misc]
+
+
+def test_async_client(server: Server, proxy: CuttableProxy, predictor: Predictor, tmp_path: Path) -> None:
+    first, second = moving_square_frames(8, seed=28), moving_square_frames(8, seed=29)
+    clip = write_clip(tmp_path / "async.avi", first[:6])
+    with open_media(clip) as video:
+        clip_offline = np.stack(list(predictor.predict_clip([frame for _, frame in video.frames()])))
+
+    async def collect(client: AsyncVsodClient, frames: Iterable[np.ndarray], session_id: str) -> list:
+        return [mask async for mask in client.stream(frames, session_id=session_id)]
+
+    async def main() -> tuple[list, list, np.ndarray, np.ndarray, StreamError]:
+        async with AsyncVsodClient(proxy.url, api_key=KEY) as cut, AsyncVsodClient(server.url, api_key=KEY) as direct:
+            # Two sessions in one event loop; one loses its connection at frame 3 and resumes.
+            masks_a, masks_b = await asyncio.gather(
+                collect(cut, calling_before(first, 3, lambda: proxy.drop_next("request")), "async-a"),
+                collect(direct, second, "async-b"))
+            image_mask = await direct.segment_image(first[0])
+            clip_masks = await direct.process_clip(clip)
+        async with AsyncVsodClient(server.url, api_key="not-a-key") as refused:
+            with pytest.raises(StreamError) as error:
+                await collect(refused, first[:1], "async-c")
+        return masks_a, masks_b, image_mask, clip_masks, error.value
+
+    masks_a, masks_b, image_mask, clip_masks, refusal = asyncio.run(main())
+    assert proxy.connections == 2
+    assert_close(masks_a, list(predictor.predict_clip(first)))
+    assert_close(masks_b, list(predictor.predict_clip(second)))
+    assert max_diff(image_mask, predictor.predict_image(first[0])) <= 1
+    assert clip_masks.shape == (6, 72, 96) and max_diff(clip_masks, clip_offline) <= 1
+    assert refusal.code == "forbidden"
 
 
 def test_process_clip_equals_offline(server: Server, predictor: Predictor, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ mask video, take a screenshot."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ BANNER = "(document.getElementById('banner').hidden ? null : document.getElement
 class Walk:
     status_text: str
     refused: str | None  # the page's message when streaming without the API key (keys on only)
+    resumed: dict[str, Any] | None  # stats before the connection was cut and after the page resumed
     live: dict[str, Any]
     clip: dict[str, Any]
     banner: str | None
@@ -52,7 +54,7 @@ class Walk:
 
 
 async def walk_page(page: Page, base_url: str, clip: Path, masks_wanted: int = 8, timeout_s: float = 180,
-                    api_key: str | None = None) -> Walk:
+                    api_key: str | None = None, cut: Callable[[], None] | None = None) -> Walk:
     await page.goto(base_url + "/")
     status = await page.wait_for(
         "(t => t.startsWith('ready') || t.startsWith('not ready') ? t : '')"
@@ -67,6 +69,13 @@ async def walk_page(page: Page, base_url: str, clip: Path, masks_wanted: int = 8
     await page.evaluate("document.getElementById('start').click()")
     await page.wait_for(f"window.vsod.stats.drawn >= {masks_wanted} || window.vsod.stats.errors > 0", timeout_s)
     live = await page.evaluate(READ_LIVE)
+    resumed = None
+    if cut is not None:  # drop every connection: the page must come back to the same session
+        before = await page.evaluate("({...window.vsod.stats})")
+        cut()
+        after = await page.wait_for(f"window.vsod.stats.reconnects > {before['reconnects']} && "
+                                    f"window.vsod.stats.masks >= {before['masks'] + 3} && {{...window.vsod.stats}}", timeout_s)
+        resumed = {"before": before, "after": after}
 
     await page.set_files("#clip-file", [clip])
     await page.evaluate("document.getElementById('clip-form').requestSubmit()")
@@ -78,7 +87,7 @@ async def walk_page(page: Page, base_url: str, clip: Path, masks_wanted: int = 8
     banner = await page.evaluate(BANNER)
     await page.wait_for(f"window.vsod.stats.drawn >= {live['stats']['drawn'] + 2}", timeout_s)  # still streaming
     shot = await page.screenshot()
-    return Walk(status, refused, live, clip_state, banner, shot)
+    return Walk(status, refused, resumed, live, clip_state, banner, shot)
 
 
 def small_png(png: bytes, width: int = 960) -> bytes:
@@ -89,7 +98,7 @@ def small_png(png: bytes, width: int = 960) -> bytes:
     try:
         from PIL import Image
     except ImportError:  # pillow comes with the [test] extra; without it, a plain compressed PNG
-        ok, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        _, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
         return data.tobytes()
     import io
 

@@ -10,7 +10,10 @@ import numpy as np
 
 def synthetic_frames(count: int = 24, size: tuple[int, int] = (240, 320), seed: int = 7) -> list[np.ndarray]:
     """Frames of one synthetic clip (textured scene, moving salient objects) as uint8 RGB."""
-    from distill.data.synthetic import render_frame, sample_scene  # test helper: `service` never imports distill
+    from distill.data.synthetic import (  # test helper: `service` never imports distill
+        render_frame,
+        sample_scene,
+    )
 
     scene = sample_scene(np.random.default_rng(seed), size, count)
     return [render_frame(scene, t)[0] for t in range(count)]
