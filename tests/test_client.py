@@ -5,6 +5,10 @@ come back as exceptions carrying the server's message."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from service.model import Predictor
 from service.video import open_media
 from tests.cut_proxy import CuttableProxy
 from tests.servers import (
+    REPO,
     Server,
     free_port,
     max_diff,
@@ -248,3 +253,17 @@ def test_urls() -> None:
     assert stream_url("http://h:1", None) == "ws://h:1/v1/stream"
     with pytest.raises(ValueError, match="http"):
         VsodClient("ftp://h")
+
+
+def test_the_docs_snippet_runs_as_written(server: Server, tmp_path: Path) -> None:
+    """docs/client.md's client block, verbatim, against this server (its URL and key from the
+    environment, as the snippet reads them) with a small clip named vtest.avi in the working folder."""
+    text = (REPO / "docs" / "client.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", text, re.S)
+    assert snippet is not None, "docs/client.md has no python block"
+    write_clip(tmp_path / "vtest.avi", moving_square_frames(12, seed=30))
+    env = {**os.environ, "VSOD_URL": server.url, "VSOD_API_KEY": KEY, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", snippet.group(1)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "12 live masks (72, 96), clip masks (12, 72, 96), still mask (72, 96)"
