@@ -84,6 +84,7 @@ class Runtime:
     log_every: int = 10
     progress: bool = True
     stop_at: int | None = None  # pause the run at this step (schedule unchanged); --resume continues
+    device: str = "cpu"
 
 
 class SampleStream(Sampler[int]):
@@ -190,7 +191,8 @@ class Trainer:
             torch.set_num_threads(runtime.threads)
         _seed_everything(config.seed)
         # A resumed run gets its weights from the checkpoint; the encoder file need not exist any more.
-        self.model = build_model(config, pretrained=checkpoint is None)
+        self.device = torch.device(runtime.device)
+        self.model = build_model(config, pretrained=checkpoint is None).to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
         self.step = 0
         self.total_steps: int | None = config.steps
@@ -251,6 +253,7 @@ class Trainer:
             # Worker RNGs derive from this generator: seeding it by step keeps resumption exact.
             generator=torch.Generator().manual_seed(self.config.seed * 7919 + self.step),
             persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
         )
         return iter(loader)
 
@@ -260,8 +263,9 @@ class Trainer:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step, self.total_steps)
-        output = self.model.forward_clip(batch["frames"])
-        loss, terms = saliency_loss(output, batch["masks"], batch["valid"])
+        frames, masks, valid = (batch[k].to(self.device, non_blocking=True) for k in ("frames", "masks", "valid"))
+        output = self.model.forward_clip(frames)
+        loss, terms = saliency_loss(output, masks, valid)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -278,7 +282,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": asdict(self.config),
             "model_config": self.model.config.to_dict(),
-            "model": self.model.state_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "total_steps": self.total_steps,
@@ -471,6 +475,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (torch.set_num_threads); on a CPU shared with other jobs also set "
                         "OMP_WAIT_POLICY=passive, or use 1 thread: spinning OpenMP threads were measured 2-5x slower there")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: load in this process)")
     parser.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
     parser.add_argument("--log-every", type=int, default=10, help="log line every N steps (default 10)")
@@ -521,7 +526,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume and args.steps is None and args.max_minutes is None:
         raise ValueError("give --steps N and/or --max-minutes M")
     runtime = Runtime(Path(args.out), args.threads, args.workers, args.save_every, args.log_every, not args.no_progress,
-                      args.stop_at)
+                      args.stop_at, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     last = runtime.out / LAST
     checkpoint = None
     if args.resume:
