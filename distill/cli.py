@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# OpenMP threads that busy-wait between ops made training 2-5x slower on a shared 2-core machine
+# (measured: 3.8-9.9 s/step vs 2.0 s/step at batch 8, 256 px). It must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def build_parser() -> argparse.ArgumentParser:
