@@ -1,12 +1,15 @@
 """Supervised training of the STKD student on clips of consecutive frames.
 
     vsod-train train --data davis:data/synth --out runs/s0 --steps 2000 --max-minutes 60 --threads 2
+    torchrun --standalone --nproc_per_node 2 -m distill.cli train ...   # the same run over 2 processes
 
-One `Trainer` owns the model, optimiser, schedule, data stream and checkpoints; `train_step` is
-the unit a distributed launcher would wrap (the model in DDP, the sampler sharded by rank), so the
-distillation issue can add torchrun without restructuring. Everything a run depends on is in its
-checkpoint (`RUN_DIR/last.pt`): `--resume` continues from there with the same data order, RNG
-states and learning-rate schedule, so an interrupted run ends where an uninterrupted one would.
+One `Trainer` owns the model, optimiser, schedule, data stream and checkpoints. The teacher and
+distillation commands subclass it and change only what differs: the network (`build_model`), what
+trains beside it (`trainable_module`, e.g. KD adapters), the forward pass (`forward_module`) and the
+loss (`compute_loss`). Everything a run depends on is in its checkpoint (`RUN_DIR/last.pt`):
+`--resume` continues from there with the same data order, RNG states and learning-rate schedule, so
+an interrupted run ends where an uninterrupted one would. Under torchrun the model runs in DDP and
+the sample stream is sharded by rank (see `distill.ddp`); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -14,168 +17,49 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from distill.ddp import ShardedStream, autocast, grad_scaler, init_distributed, resolve_amp
 from distill.losses import saliency_loss
+from distill.runs import (  # noqa: F401 - re-exported: callers import these from distill.train
+    CHECKPOINT_FORMAT,
+    CONFIG_FLAGS,
+    LAST,
+    LOG,
+    Runtime,
+    SampleStream,
+    TrainConfig,
+    add_run_arguments,
+    check_run_arguments,
+    command_line,
+    git_revision,
+    learning_rate,
+    load_checkpoint,
+    now,
+    open_run,
+    parse_data,
+    parse_size,
+    print_summary,
+    save_checkpoint,
+    warmup_steps,
+)
 from service.model import STKDStudent, stkd_student
 
-CHECKPOINT_FORMAT = "vsod-train-checkpoint/1"
-LAST = "last.pt"
-LOG = "train_log.jsonl"
 # ClipDataset length in its sampled mode: far more samples than any run draws, so none repeats.
 VIRTUAL_SAMPLES = 10**12
 # Steps timed before a wall-clock budget is turned into a step count (the first steps are slow).
 CALIBRATION_STEPS = 8
-
-
-@dataclass
-class TrainConfig:
-    """What defines a run's result; saved in every checkpoint and restored by --resume."""
-
-    data: list[tuple[str, str]] = field(default_factory=list)  # (dataset, root)
-    split: str | None = "train"
-    width_mult: float = 0.5
-    input_size: tuple[int, int] = (256, 256)
-    clip_len: int = 3
-    batch: int = 8
-    steps: int | None = None
-    max_minutes: float | None = None
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: int = 100
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 5.0
-    seed: int = 0
-    augment: bool = True
-    pretrained_encoder: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        config = cls(**{k: v for k, v in data.items() if k in known})
-        config.data = [(str(d), str(r)) for d, r in config.data]
-        config.input_size = (int(config.input_size[0]), int(config.input_size[1]))
-        return config
-
-
-@dataclass
-class Runtime:
-    """How this process runs; may differ between a run and its resumption without changing results."""
-
-    out: Path
-    threads: int | None = None
-    workers: int = 0
-    save_every: int = 200
-    log_every: int = 10
-    progress: bool = True
-    stop_at: int | None = None  # pause the run at this step (schedule unchanged); --resume continues
-    device: str = "cpu"
-
-
-class SampleStream(Sampler[int]):
-    """An endless, resumable stream of `ClipDataset` indices: every sequence once per round, shuffled.
-
-    The dataset runs in its `samples_per_epoch` mode, where item i shows sequence i mod N at a
-    random start with augmentation drawn from (seed, i). Round r yields the indices r*N .. r*N+N-1
-    in a seeded random order, so each round visits every sequence once, no index ever repeats (fresh
-    augmentation every time), and sample n of the run is always the same clip: resuming at step s
-    only means starting at sample s * batch; no sampler state has to be saved.
-    """
-
-    def __init__(self, sequences: int, seed: int, start: int = 0) -> None:
-        self.sequences, self.seed, self.start = sequences, seed, start
-
-    def __iter__(self) -> Iterator[int]:
-        round_, offset = divmod(self.start, self.sequences)
-        while True:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_)
-            order = torch.randperm(self.sequences, generator=generator).tolist()
-            yield from (round_ * self.sequences + k for k in order[offset:])
-            round_, offset = round_ + 1, 0
-
-
-def warmup_steps(config: TrainConfig, total: int | None) -> int:
-    """The warm-up actually used: at most a fifth of a short run."""
-    return max(1, min(config.warmup, total // 5)) if total else max(1, config.warmup)
-
-
-def learning_rate(config: TrainConfig, step: int, total: int | None) -> float:
-    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak at `total` steps."""
-    warmup = warmup_steps(config, total)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    if not total:
-        return config.lr
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over `path`.
-
-    A kill at any moment leaves either the previous checkpoint or the new one, never a torn file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        # Our own file, and it carries numpy RNG state, which the weights-only unpickler refuses.
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - a torn or foreign file: one clear line, not a pickle traceback
-        raise ValueError(f"{path} is not a readable checkpoint: {error}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a vsod-train checkpoint")
-    return state
-
-
-def git_revision() -> dict[str, Any]:
-    """The code's commit and whether tracked files differ from it (None outside a git checkout)."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                check=False)
-        status = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-            timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    if commit.returncode != 0:
-        return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def command_line() -> str:
-    """The command as a user would retype it."""
-    return shlex.join(["vsod-train", *sys.argv[1:]])
 
 
 def build_model(config: TrainConfig, pretrained: bool = True) -> STKDStudent:
@@ -183,17 +67,37 @@ def build_model(config: TrainConfig, pretrained: bool = True) -> STKDStudent:
                         pretrained_encoder=config.pretrained_encoder if pretrained else None)
 
 
+class ClipForward(nn.Module):
+    """`forward(clip) = model.forward_clip(clip)`: DDP hooks only a module's `forward`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: Tensor) -> Any:
+        return self.model.forward_clip(clip)
+
+
 class Trainer:
+    kind = "student"  # the network in the checkpoint (export takes only students)
+    command = "train"  # the vsod-train command that resumes it
+
     def __init__(self, config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | None = None) -> None:
         self.config, self.runtime = config, runtime
         self.out = Path(runtime.out)
+        self.dist = runtime.dist
+        if config.batch % self.dist.world_size:
+            raise ValueError(f"--batch {config.batch} is not divisible by the {self.dist.world_size} processes")
         if runtime.threads:
             torch.set_num_threads(runtime.threads)
         _seed_everything(config.seed)
-        # A resumed run gets its weights from the checkpoint; the encoder file need not exist any more.
         self.device = torch.device(runtime.device)
-        self.model = build_model(config, pretrained=checkpoint is None).to(self.device)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
+        # A resumed run gets its weights from the checkpoint; the encoder file need not exist any more.
+        self.model = self.build_model(pretrained=checkpoint is None).to(self.device)
+        self.trainable = self.trainable_module().to(self.device)
+        self.network = self.dist.wrap(self.forward_module(), self.device)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.trainable, config.weight_decay), lr=config.lr)
+        self.scaler = grad_scaler(runtime.amp)
         self.step = 0
         self.total_steps: int | None = config.steps
         self.training_seconds = 0.0
@@ -208,8 +112,35 @@ class Trainer:
                 "seed": config.seed,
                 "commands": [command_line()],
                 "git": git_revision(),
-                "started": _now(),
+                "started": now(),
+                **self.extra_lineage(),
             }
+
+    # -- what subclasses change -----------------------------------------------------------------
+    def build_model(self, pretrained: bool) -> nn.Module:
+        """The network whose weights the checkpoint's "model" holds."""
+        return build_model(self.config, pretrained)
+
+    def trainable_module(self) -> nn.Module:
+        """Every parameter the optimiser updates (the model plus any training-only modules)."""
+        return self.model
+
+    def forward_module(self) -> nn.Module:
+        """What `compute_loss` calls on a clip; wrapped in DDP under torchrun."""
+        return ClipForward(self.model)
+
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        frames, masks, valid = self.inputs(batch)
+        return saliency_loss(self.network(frames), masks, valid)
+
+    def extra_lineage(self) -> dict[str, Any]:
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def restore_extra(self, state: dict[str, Any]) -> None:
+        """Load what `extra_state` saved."""
 
     # -- data ---------------------------------------------------------------------------------
     def _build_data(self) -> tuple[list[Any], Any]:
@@ -241,36 +172,48 @@ class Trainer:
         )
         return sequences, clips
 
+    def sampler(self) -> Sampler[int]:
+        """This process's share of the run's sample stream, from the current step on."""
+        stream = SampleStream(len(self.dataset.sequences), self.config.seed, start=self.step * self.config.batch)
+        if self.dist.world_size == 1:
+            return stream
+        return ShardedStream(stream, self.dist.rank, self.dist.world_size)
+
     def batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Batches from the current step on; the same step always sees the same samples."""
-        sampler = SampleStream(len(self.dataset.sequences), self.config.seed, start=self.step * self.config.batch)
         loader = DataLoader(
             self.dataset,
-            batch_size=self.config.batch,
-            sampler=sampler,
+            batch_size=self.config.batch // self.dist.world_size,
+            sampler=self.sampler(),
             num_workers=self.runtime.workers,
             drop_last=True,
             # Worker RNGs derive from this generator: seeding it by step keeps resumption exact.
-            generator=torch.Generator().manual_seed(self.config.seed * 7919 + self.step),
+            generator=torch.Generator().manual_seed(self.config.seed * 7919 + self.step + 1_000_003 * self.dist.rank),
             persistent_workers=False,
             pin_memory=self.device.type == "cuda",
         )
         return iter(loader)
 
+    def inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        frames, masks, valid = (batch[k].to(self.device, non_blocking=True) for k in ("frames", "masks", "valid"))
+        return frames, masks, valid
+
     # -- optimisation -------------------------------------------------------------------------
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimiser step on a batch of clips; returns the logged loss terms."""
-        self.model.train()
+        """One optimiser step on a batch of clips; returns the logged loss terms (averaged over ranks)."""
+        self.trainable.train()
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.step, self.total_steps)
-        frames, masks, valid = (batch[k].to(self.device, non_blocking=True) for k in ("frames", "masks", "valid"))
-        output = self.model.forward_clip(frames)
-        loss, terms = saliency_loss(output, masks, valid)
+        with autocast(self.device, self.runtime.amp):
+            loss, terms = self.compute_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.step += 1
+        terms = self.dist.mean(terms, self.device)
         terms["grad_norm"] = float(norm)
         terms["lr"] = self.optimizer.param_groups[0]["lr"]
         self.last_terms = terms
@@ -278,8 +221,10 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "format": CHECKPOINT_FORMAT,
+            "kind": self.kind,
+            "command": self.command,
             "config": asdict(self.config),
             "model_config": self.model.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -290,12 +235,19 @@ class Trainer:
             "last_terms": self.last_terms,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             "lineage": self.lineage,
-            "saved": _now(),
+            "saved": now(),
+            **self.extra_state(),
         }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        self.restore_extra(state)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.total_steps = state["total_steps"] if self.config.steps is None else self.config.steps
         self.training_seconds = float(state["training_seconds"])
@@ -307,13 +259,16 @@ class Trainer:
         random.setstate(state["rng"]["python"])
 
     def save(self) -> Path:
+        """Write the checkpoint (rank 0 only: every rank holds the same weights)."""
         path = self.out / LAST
-        save_checkpoint(self.state_dict(), path)
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), path)
         return path
 
     def log(self, record: dict[str, Any]) -> None:
-        with (self.out / LOG).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with (self.out / LOG).open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
 
     # -- the loop -------------------------------------------------------------------------------
     def budget_left(self) -> float:
@@ -322,28 +277,35 @@ class Trainer:
             return math.inf
         return self.config.max_minutes * 60 - self.training_seconds
 
+    def _out_of_time(self, step_times: list[float]) -> bool:
+        """Whether the next step would likely overrun the budget; rank 0 decides for all ranks."""
+        if self.config.max_minutes is None:
+            return False
+        late = self.budget_left() < (float(np.mean(step_times[-20:])) if step_times else 0.0)
+        return bool(self.dist.broadcast(float(late), self.device))
+
     def run(self) -> dict[str, Any]:
         """Train until the step count or the wall-clock budget is reached; checkpoint on the way and at the end."""
         config, runtime = self.config, self.runtime
         if config.steps is None and config.max_minutes is None:
             raise ValueError("give --steps N and/or --max-minutes M")
         self.out.mkdir(parents=True, exist_ok=True)
-        self.log({"event": "resume" if self.step else "start", "step": self.step, "time": _now(),
-                  "command": command_line(), "config": asdict(config), "data": self.lineage["data"]})
+        self.log({"event": "resume" if self.step else "start", "step": self.step, "time": now(),
+                  "command": command_line(), "config": asdict(config), "data": self.lineage["data"],
+                  "world_size": self.dist.world_size, "device": str(self.device), "amp": runtime.amp})
         session_start, base_seconds = time.perf_counter(), self.training_seconds
         step_times: list[float] = []
         window: list[tuple[float, float]] = []  # (loss, seconds) since the last log line
         reason = "steps"
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                   disable=not runtime.progress, dynamic_ncols=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.command, unit="step",
+                   disable=not (runtime.progress and self.dist.is_main), dynamic_ncols=True)
         batches = self.batches()
         try:
             while self.total_steps is None or self.step < self.total_steps:
                 if runtime.stop_at is not None and self.step >= runtime.stop_at:
                     reason = "stop-at"
                     break
-                # Stop when the next step would likely overrun the budget.
-                if self.budget_left() < (float(np.mean(step_times[-20:])) if step_times else 0.0):
+                if self._out_of_time(step_times):
                     reason = "time budget"
                     break
                 started = time.perf_counter()
@@ -376,18 +338,21 @@ class Trainer:
             "training_seconds": round(self.training_seconds, 1),
             "seconds_per_step": round(per_step, 4) if per_step else None,
             "clips_per_s": round(config.batch / per_step, 3) if per_step else None,
-            "checkpoint": str(self.save()), "time": _now(),
+            "checkpoint": str(self.save()), "time": now(),
         }
         self.log(summary)
+        self.dist.barrier()  # the checkpoint exists before any rank reports success
         return summary
 
     def _fit_schedule_to_budget(self, step_times: list[float]) -> None:
         """Turn the wall-clock budget into a step count, so the cosine schedule ends on time.
 
-        The first two steps (allocator and thread-pool warm-up) are left out of the estimate.
+        The first two steps (allocator and thread-pool warm-up) are left out of the estimate; under
+        torchrun rank 0's estimate holds for all.
         """
         per_step = float(np.mean(step_times[2:]))
-        self.total_steps = self.step + max(1, int(self.budget_left() / per_step))
+        total = self.step + max(1, int(self.budget_left() / per_step))
+        self.total_steps = int(self.dist.broadcast(total, self.device))
         self.log({"event": "schedule", "step": self.step, "total_steps": self.total_steps,
                   "seconds_per_step": round(per_step, 4)})
 
@@ -407,41 +372,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # -- command line --------------------------------------------------------------------------------
-
-
-def parse_data(value: str) -> tuple[str, str]:
-    """`NAME:ROOT` or plain `ROOT` (DAVIS layout, which the synthetic generator writes)."""
-    from distill.data.loaders import ALIASES, DATASETS
-
-    name, sep, root = value.partition(":")
-    key = ALIASES.get(name.lower(), name.lower())
-    if sep and key in DATASETS:
-        return key, str(Path(root).resolve())
-    if sep and "/" not in name and "\\" not in name and len(name) > 1:
-        raise ValueError(f"unknown dataset {name!r} in --data {value} (known: {', '.join(sorted(DATASETS))})")
-    return "davis", str(Path(value).resolve())
-
-
-def parse_size(value: str) -> tuple[int, int]:
-    """`256` (square) or `HxW`; both multiples of 32, the student's total stride."""
-    parts = value.lower().split("x")
-    try:
-        size = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else None
-    except ValueError:
-        size = None
-    if size is None or min(size) < 32 or size[0] % 32 or size[1] % 32:
-        raise ValueError(f"--input-size {value!r}: give N or HxW, multiples of 32 (e.g. 256 or 256x320)")
-    return size
-
-
-# CLI flags that define the run (None = not given; on --resume they must match the checkpoint).
-_CONFIG_FLAGS = ("split", "width_mult", "input_size", "clip_len", "batch", "lr", "weight_decay", "warmup", "seed",
-                 "pretrained_encoder")
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -450,101 +381,34 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         help="supervised training of the student on clips of consecutive frames",
         description="Train the STKD student (BCE + IoU, deep supervision) on video clips. Checkpoints go to "
         "RUN_DIR/last.pt (atomic writes), a JSON-lines log to RUN_DIR/train_log.jsonl; --resume continues "
-        "a run exactly where it stopped. Export to the model store with `vsod-train export`.",
+        "a run exactly where it stopped. Runs under torchrun (DDP) unchanged. Export to the model store with "
+        "`vsod-train export`.",
     )
-    parser.add_argument("--data", action="append", default=[], metavar="[NAME:]ROOT",
-                        help="training data root, repeatable; NAME is davis, davsod, segtrack, fbms or duts "
-                        "(default davis, the layout `vsod-train synth` writes), e.g. --data davsod:/data/DAVSOD")
-    parser.add_argument("--split", default=None, help="split of every root (default train)")
-    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder: checkpoints and log")
-    parser.add_argument("--width-mult", type=float, default=None, help="encoder width multiplier (default 0.5)")
-    parser.add_argument("--input-size", default=None, help="training input N or HxW, multiples of 32 (default 256)")
-    parser.add_argument("--clip-len", type=int, default=None, help="consecutive frames per clip (default 3)")
-    parser.add_argument("--batch", type=int, default=None, help="clips per step (default 8)")
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (the schedule's length)")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="wall-clock budget over the whole run, resumptions included; without --steps the "
-                        "schedule is fitted to it after a few timed steps; stops cleanly and saves")
-    parser.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default 2e-3)")
-    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 1e-4)")
-    parser.add_argument("--warmup", type=int, default=None, help="linear warm-up steps before cosine decay (default 100)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of model init, data order and augmentation (default 0)")
-    parser.add_argument("--pretrained-encoder", default=None, metavar="PATH",
-                        help="local torchvision-style MobileNetV2 weights for the encoder (nothing is downloaded)")
-    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (torch.set_num_threads); on a CPU shared with other jobs also set "
-                        "OMP_WAIT_POLICY=passive, or use 1 thread: spinning OpenMP threads were measured 2-5x slower there")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: load in this process)")
-    parser.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
-    parser.add_argument("--log-every", type=int, default=10, help="log line every N steps (default 10)")
-    parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                        help="pause at this step and save, without shortening the schedule (continue with --resume)")
-    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt (config comes from the checkpoint)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_arguments(parser, {})
     parser.set_defaults(func=run_train)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig(data=[parse_data(value) for value in args.data], steps=args.steps, max_minutes=args.max_minutes,
-                         augment=not args.no_augment)
-    for name in _CONFIG_FLAGS:
-        value = getattr(args, name)
-        if value is not None:
-            if name == "input_size":
-                value = parse_size(value)
-            elif name == "pretrained_encoder":
-                value = str(Path(value).resolve())
-            setattr(config, name, value)
-    return config
+def runtime_from_args(args: argparse.Namespace) -> Runtime:
+    """Join torchrun's process group if launched by it, and describe how this process runs."""
+    context, device = init_distributed(args.device)
+    return Runtime(Path(args.out), args.threads, args.workers, args.save_every, args.log_every, not args.no_progress,
+                   args.stop_at, str(device), resolve_amp(args.amp, device), context)
 
 
-def _resume_config(args: argparse.Namespace, saved: TrainConfig) -> TrainConfig:
-    """The checkpoint's config; a flag given again must agree with it, budgets may be extended."""
-    given = config_from_args(args)
-    for name in _CONFIG_FLAGS:
-        if getattr(args, name) is not None and getattr(given, name) != getattr(saved, name):
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} differs from the checkpoint's "
-                             f"{getattr(saved, name)}: --resume continues the saved run unchanged")
-    if args.data and [tuple(d) for d in given.data] != [tuple(d) for d in saved.data]:
-        raise ValueError("--data differs from the checkpoint's: --resume continues the saved run unchanged")
-    if args.steps is not None:
-        saved.steps = args.steps
-    if args.max_minutes is not None:
-        saved.max_minutes = args.max_minutes
-    return saved
+def run_training(args: argparse.Namespace, trainer_cls: type[Trainer], config_cls: type,
+                 flags: tuple[str, ...] | None = None) -> int:
+    """The body of every training command: check flags, open or resume the run, train, report."""
+    check_run_arguments(args)
+    config, checkpoint = open_run(args, config_cls, trainer_cls.command, flags or CONFIG_FLAGS)
+    runtime = runtime_from_args(args)
+    try:
+        summary = trainer_cls(config, runtime, checkpoint).run()
+    finally:
+        runtime.dist.shutdown()
+    if runtime.dist.is_main:
+        print_summary(summary)
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
-    for name in ("steps", "batch", "clip_len", "save_every", "log_every", "stop_at"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.workers < 0:
-        raise ValueError("--workers must be 0 or more")
-    if not args.resume and args.steps is None and args.max_minutes is None:
-        raise ValueError("give --steps N and/or --max-minutes M")
-    runtime = Runtime(Path(args.out), args.threads, args.workers, args.save_every, args.log_every, not args.no_progress,
-                      args.stop_at, args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    last = runtime.out / LAST
-    checkpoint = None
-    if args.resume:
-        checkpoint = load_checkpoint(last)
-        config = _resume_config(args, TrainConfig.from_dict(checkpoint["config"]))
-    else:
-        if last.exists():
-            raise ValueError(f"{last} exists: pass --resume to continue that run, or choose another --out")
-        config = config_from_args(args)
-        for _, root in config.data:
-            if not Path(root).is_dir():
-                raise FileNotFoundError(f"training data root not found: {root}")
-    trainer = Trainer(config, runtime, checkpoint)
-    summary = trainer.run()
-    per_step = summary["seconds_per_step"]
-    print(
-        f"stopped at step {summary['step']} ({summary['reason']}) after {summary['training_seconds']:.0f} s"
-        + (f", {per_step:.3f} s/step, {summary['clips_per_s']:.2f} clips/s" if per_step else "")
-        + f"; checkpoint {summary['checkpoint']}"
-    )
-    return 0
+    return run_training(args, Trainer, TrainConfig)

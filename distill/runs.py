@@ -1,0 +1,329 @@
+"""What every training command shares: run config, schedule, checkpoints, lineage and the CLI flags.
+
+`vsod-train train`, `teacher` and `distill` all write `RUN_DIR/last.pt` (atomically) and a JSON-lines
+log `RUN_DIR/train_log.jsonl`, record where their result came from (data, seed, commands, code
+commit) and accept the same run flags; only the network and the loss differ. A checkpoint names the
+command that made it (`"command"`) and the network it holds (`"kind"`), so `--resume` and export
+refuse a checkpoint of another kind with one clear line instead of a key-mismatch traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+from distill.ddp import DistContext
+
+CHECKPOINT_FORMAT = "vsod-train-checkpoint/1"
+LAST = "last.pt"
+LOG = "train_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """What defines a run's result; saved in every checkpoint and restored by --resume."""
+
+    data: list[tuple[str, str]] = field(default_factory=list)  # (dataset, root)
+    split: str | None = "train"
+    width_mult: float = 0.5
+    input_size: tuple[int, int] = (256, 256)
+    clip_len: int = 3
+    batch: int = 8
+    steps: int | None = None
+    max_minutes: float | None = None
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 5.0
+    seed: int = 0
+    augment: bool = True
+    pretrained_encoder: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls)}
+        config = cls(**{k: v for k, v in data.items() if k in known})
+        config.data = [(str(d), str(r)) for d, r in config.data]
+        config.input_size = (int(config.input_size[0]), int(config.input_size[1]))
+        return config
+
+
+@dataclass
+class Runtime:
+    """How this process runs; may differ between a run and its resumption without changing results."""
+
+    out: Path
+    threads: int | None = None
+    workers: int = 0
+    save_every: int = 200
+    log_every: int = 10
+    progress: bool = True
+    stop_at: int | None = None  # pause the run at this step (schedule unchanged); --resume continues
+    device: str = "cpu"
+    amp: str = "off"  # "off", "bf16" or "fp16" (resolved by distill.ddp.resolve_amp)
+    dist: DistContext = field(default_factory=DistContext)
+
+
+class SampleStream(Sampler[int]):
+    """An endless, resumable stream of `ClipDataset` indices: every sequence once per round, shuffled.
+
+    The dataset runs in its `samples_per_epoch` mode, where item i shows sequence i mod N at a
+    random start with augmentation drawn from (seed, i). Round r yields the indices r*N .. r*N+N-1
+    in a seeded random order, so each round visits every sequence once, no index ever repeats (fresh
+    augmentation every time), and sample n of the run is always the same clip: resuming at step s
+    only means starting at sample s * batch; no sampler state has to be saved.
+    """
+
+    def __init__(self, sequences: int, seed: int, start: int = 0) -> None:
+        self.sequences, self.seed, self.start = sequences, seed, start
+
+    def __iter__(self) -> Iterator[int]:
+        round_, offset = divmod(self.start, self.sequences)
+        while True:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_)
+            order = torch.randperm(self.sequences, generator=generator).tolist()
+            yield from (round_ * self.sequences + k for k in order[offset:])
+            round_, offset = round_ + 1, 0
+
+
+def warmup_steps(config: TrainConfig, total: int | None) -> int:
+    """The warm-up actually used: at most a fifth of a short run."""
+    return max(1, min(config.warmup, total // 5)) if total else max(1, config.warmup)
+
+
+def learning_rate(config: TrainConfig, step: int, total: int | None) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak at `total` steps."""
+    warmup = warmup_steps(config, total)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if not total:
+        return config.lr
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over `path`.
+
+    A kill at any moment leaves either the previous checkpoint or the new one, never a torn file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        # Our own file, and it carries numpy RNG state, which the weights-only unpickler refuses.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - a torn or foreign file: one clear line, not a pickle traceback
+        raise ValueError(f"{path} is not a readable checkpoint: {error}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a vsod-train checkpoint")
+    return state
+
+
+def checkpoint_kind(state: dict[str, Any]) -> str:
+    """The network a checkpoint holds; checkpoints from before teachers existed hold the student."""
+    return str(state.get("kind", "student"))
+
+
+def checkpoint_command(state: dict[str, Any]) -> str:
+    """The `vsod-train` command that made (and can resume) a checkpoint."""
+    return str(state.get("command", "train"))
+
+
+def git_revision() -> dict[str, Any]:
+    """The code's commit and whether tracked files differ from it (None outside a git checkout)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=False)
+        status = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+            timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def command_line() -> str:
+    """The command as a user would retype it."""
+    return shlex.join(["vsod-train", *sys.argv[1:]])
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_data(value: str) -> tuple[str, str]:
+    """`NAME:ROOT` or plain `ROOT` (DAVIS layout, which the synthetic generator writes)."""
+    from distill.data.loaders import ALIASES, DATASETS
+
+    name, sep, root = value.partition(":")
+    key = ALIASES.get(name.lower(), name.lower())
+    if sep and key in DATASETS:
+        return key, str(Path(root).resolve())
+    if sep and "/" not in name and "\\" not in name and len(name) > 1:
+        raise ValueError(f"unknown dataset {name!r} in --data {value} (known: {', '.join(sorted(DATASETS))})")
+    return "davis", str(Path(value).resolve())
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """`256` (square) or `HxW`; both multiples of 32, the student's total stride."""
+    parts = value.lower().split("x")
+    try:
+        size = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else None
+    except ValueError:
+        size = None
+    if size is None or min(size) < 32 or size[0] % 32 or size[1] % 32:
+        raise ValueError(f"--input-size {value!r}: give N or HxW, multiples of 32 (e.g. 256 or 256x320)")
+    return size
+
+
+# -- command line shared by train, teacher and distill --------------------------------------------
+
+# Flags that define a run (None = not given; on --resume they must match the checkpoint).
+CONFIG_FLAGS = ("split", "width_mult", "input_size", "clip_len", "batch", "lr", "weight_decay", "warmup", "seed",
+                "pretrained_encoder")
+# Flags whose value is a file path: stored resolved, so a run can be resumed from another folder.
+PATH_FLAGS = {"pretrained_encoder", "init_from", "spatial_teacher", "temporal_teacher"}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
+    """The flags every training command takes; `defaults` fills the help texts (the config's defaults)."""
+    parser.add_argument("--data", action="append", default=[], metavar="[NAME:]ROOT",
+                        help="training data root, repeatable; NAME is davis, davsod, segtrack, fbms or duts "
+                        "(default davis, the layout `vsod-train synth` writes), e.g. --data davsod:/data/DAVSOD")
+    parser.add_argument("--split", default=None, help="split of every root (default train)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder: checkpoints and log")
+    parser.add_argument("--width-mult", type=float, default=None,
+                        help=f"encoder width multiplier (default {defaults.get('width_mult', '0.5')})")
+    parser.add_argument("--input-size", default=None, help="training input N or HxW, multiples of 32 (default 256)")
+    parser.add_argument("--clip-len", type=int, default=None,
+                        help=f"consecutive frames per clip (default {defaults.get('clip_len', '3')})")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="clips per step over all processes (default 8); under torchrun each of N processes "
+                        "takes batch/N")
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (the schedule's length)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-clock budget over the whole run, resumptions included; without --steps the "
+                        "schedule is fitted to it after a few timed steps; stops cleanly and saves")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"peak AdamW learning rate (default {defaults.get('lr', '2e-3')})")
+    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 1e-4)")
+    parser.add_argument("--warmup", type=int, default=None, help="linear warm-up steps before cosine decay (default 100)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of model init, data order and augmentation (default 0)")
+    parser.add_argument("--pretrained-encoder", default=None, metavar="PATH",
+                        help="local torchvision-style MobileNetV2 weights for the encoder (nothing is downloaded)")
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (torch.set_num_threads); on a CPU shared with other jobs also set "
+                        "OMP_WAIT_POLICY=passive, or use 1 thread: spinning OpenMP threads were measured 2-5x slower there")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda if available, else cpu; under torchrun cuda:LOCAL_RANK)")
+    parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
+                        help="mixed precision (autocast): auto = bf16 (fp16 where unsupported) on CUDA, off on CPU")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0: load in this process)")
+    parser.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
+    parser.add_argument("--log-every", type=int, default=10, help="log line every N steps (default 10)")
+    parser.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                        help="pause at this step and save, without shortening the schedule (continue with --resume)")
+    parser.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt (config comes from the checkpoint)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def check_run_arguments(args: argparse.Namespace) -> None:
+    for name in ("steps", "batch", "clip_len", "save_every", "log_every", "stop_at"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.workers < 0:
+        raise ValueError("--workers must be 0 or more")
+    if not args.resume and args.steps is None and args.max_minutes is None:
+        raise ValueError("give --steps N and/or --max-minutes M")
+
+
+def config_from_args(args: argparse.Namespace, cls: type, flags: tuple[str, ...] = CONFIG_FLAGS) -> Any:
+    """A config dataclass of type `cls` from the flags; flags left out keep the dataclass defaults."""
+    config = cls(data=[parse_data(value) for value in args.data], steps=args.steps, max_minutes=args.max_minutes,
+                 augment=not args.no_augment)
+    known = {f.name for f in fields(cls)}
+    for name in flags:
+        value = getattr(args, name)
+        if value is not None and name in known:
+            if name == "input_size":
+                value = parse_size(value)
+            elif name in PATH_FLAGS:
+                value = str(Path(value).resolve())
+            setattr(config, name, value)
+    return config
+
+
+def resume_config(args: argparse.Namespace, saved: Any, flags: tuple[str, ...] = CONFIG_FLAGS) -> Any:
+    """The checkpoint's config; a flag given again must agree with it, budgets may be extended."""
+    given = config_from_args(args, type(saved), flags)
+    for name in flags:
+        if getattr(args, name) is not None and getattr(given, name) != getattr(saved, name):
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} differs from the checkpoint's "
+                             f"{getattr(saved, name)}: --resume continues the saved run unchanged")
+    if args.data and [tuple(d) for d in given.data] != [tuple(d) for d in saved.data]:
+        raise ValueError("--data differs from the checkpoint's: --resume continues the saved run unchanged")
+    if args.steps is not None:
+        saved.steps = args.steps
+    if args.max_minutes is not None:
+        saved.max_minutes = args.max_minutes
+    return saved
+
+
+def open_run(args: argparse.Namespace, cls: type, command: str,
+             flags: tuple[str, ...] = CONFIG_FLAGS) -> tuple[Any, dict[str, Any] | None]:
+    """(config, checkpoint or None) for a new run or a resumed one, refusing mismatched run folders."""
+    last = Path(args.out) / LAST
+    if args.resume:
+        checkpoint = load_checkpoint(last)
+        if checkpoint_command(checkpoint) != command:
+            raise ValueError(f"{last} was made by `vsod-train {checkpoint_command(checkpoint)}`: resume it with that command")
+        return resume_config(args, cls.from_dict(checkpoint["config"]), flags), checkpoint
+    if last.exists():
+        raise ValueError(f"{last} exists: pass --resume to continue that run, or choose another --out")
+    config = config_from_args(args, cls, flags)
+    for _, root in config.data:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"training data root not found: {root}")
+    return config, None
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    per_step = summary["seconds_per_step"]
+    print(
+        f"stopped at step {summary['step']} ({summary['reason']}) after {summary['training_seconds']:.0f} s"
+        + (f", {per_step:.3f} s/step, {summary['clips_per_s']:.2f} clips/s" if per_step else "")
+        + f"; checkpoint {summary['checkpoint']}"
+    )
