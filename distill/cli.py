@@ -14,13 +14,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at module top, so `vsod-train --help` stays fast and a broken optional
     # dependency only breaks the command that needs it.
-    from distill import evaluate, export, train
+    from distill import distill, evaluate, export, train
     from distill.data import synthetic
+    from distill.teachers import training as teachers
 
     parser = argparse.ArgumentParser(prog="vsod-train", description="Train, distil and evaluate vsod models.")
     commands = parser.add_subparsers(dest="command", required=True)
     synthetic.add_synth_command(commands)
     train.add_train_command(commands)
+    teachers.add_teacher_command(commands)
+    distill.add_distill_command(commands)
     evaluate.add_eval_command(commands)
     export.add_export_command(commands)
     return parser

@@ -1,10 +1,12 @@
-"""Evaluation: MAE, S-measure, max F-measure and mean E-measure under the DAVSOD protocol.
+"""Evaluation: MAE, S-measure, max F-measure and mean E-measure under the DAVSOD protocol, and flicker.
 
 Metrics come from pysodmetrics (`py_sod_metrics`), the library the VSOD literature's toolboxes
 are checked against; nothing here re-implements them. The protocol (Fan et al., DAVSOD, CVPR
 2019): each sequence is predicted in full (the model needs its temporal context), then scored on
 the frames that have ground truth except the first and the last; metrics are computed per
 sequence (max F and mean E from the sequence's mean curves) and the sequence scores averaged.
+Temporal stability (`distill.flicker`) is measured on the same scored frames: the mask's mean change
+between consecutive frames whose ground truth barely changes, pooled over the still pairs.
 
     `vsod-train eval --dataset davis --root ROOT --split val --model NAME --baseline framediff`
 """
@@ -26,6 +28,7 @@ from py_sod_metrics import MAE, Emeasure, FmeasureHandler, FmeasureV2, Smeasure
 from tqdm import tqdm
 
 from distill.data.sequences import VideoSequence, read_mask, read_rgb
+from distill.flicker import FlickerMeter, pooled
 
 PredictClip = Callable[[Iterable[np.ndarray]], Iterable[np.ndarray]]
 
@@ -93,6 +96,7 @@ def evaluate_sequences(
     `fps_end_to_end` adds decoding the frames from disk. Metric computation is timed by neither.
     """
     per_sequence: dict[str, dict[str, float]] = {}
+    meters: list[FlickerMeter] = []
     skipped: list[str] = []
     frames_predicted = 0
     model_seconds = read_seconds = 0.0
@@ -115,15 +119,19 @@ def evaluate_sequences(
         frames_predicted += count
         model_seconds += elapsed - timer.read_seconds
         read_seconds += timer.read_seconds
-        scorer = SequenceScorer()
+        scorer, meter = SequenceScorer(), FlickerMeter()
         for index in sorted(wanted):
-            scorer.step(kept[index], read_mask(sequence.masks[index]))
-        per_sequence[sequence.name] = {**scorer.results(), "frames": scorer.frames}
+            gt = read_mask(sequence.masks[index])
+            scorer.step(kept[index], gt)
+            meter.step(index, kept[index], gt)
+        meters.append(meter)
+        per_sequence[sequence.name] = {**scorer.results(), **pooled([meter]), "frames": scorer.frames}
     if not per_sequence:
         raise ValueError("no sequence has ground truth on a frame other than its first and last: nothing to score")
     summary: dict[str, Any] = {
         metric: float(np.mean([scores[metric] for scores in per_sequence.values()])) for metric in METRICS
     }
+    summary.update(pooled(meters))
     summary.update(
         sequences=len(per_sequence),
         frames_scored=int(sum(scores["frames"] for scores in per_sequence.values())),
@@ -137,13 +145,14 @@ def evaluate_sequences(
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per method: the four metrics, sequence/frame counts and both frame rates."""
-    header = ["method", *(METRIC_TITLES[m] for m in METRICS), "seqs", "frames", "fps model", "fps e2e"]
+    """One row per method: the four metrics, flicker, sequence/frame counts and both frame rates."""
+    header = ["method", *(METRIC_TITLES[m] for m in METRICS), "flicker", "seqs", "frames", "fps model", "fps e2e"]
     rows = [header]
     for method, result in results.items():
         rows.append([
             method,
             *(f"{result[m]:.4f}" for m in METRICS),
+            "-" if result.get("flicker") is None else f"{result['flicker']:.4f}",
             str(result["sequences"]),
             str(result["frames_scored"]),
             _fps(result["fps_model"]),
@@ -170,6 +179,24 @@ def load_sequences(dataset: str, root: str | Path, split: str | None, max_sequen
     return sequences[:max_sequences] if max_sequences is not None else sequences
 
 
+def teacher_method_name(path: str | Path) -> str:
+    """How a teacher checkpoint is named in tables: `<run folder>` (the file is usually last.pt)."""
+    path = Path(path)
+    return path.parent.name if path.name == "last.pt" else path.stem
+
+
+def _teacher_predictor(path: str, threads: int | None, device: str | None) -> PredictClip:
+    import torch
+
+    from distill.teachers import load_teacher, teacher_predict_clip
+
+    if threads:
+        torch.set_num_threads(threads)
+    teacher = load_teacher(path)
+    input_size = (int(teacher.info["input_size"][0]), int(teacher.info["input_size"][1]))
+    return teacher_predict_clip(teacher.model, input_size, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def add_eval_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "eval",
@@ -183,6 +210,8 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=os.environ.get("VSOD_MODEL"), help="model name in the store (default $VSOD_MODEL)")
     parser.add_argument("--store", default=None, help="model store folder (default $VSOD_MODEL_STORE or ./model_store)")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME", help="also score a baseline: framediff (repeatable)")
+    parser.add_argument("--teacher", action="append", default=[], metavar="CHECKPOINT",
+                        help="also score a teacher checkpoint from `vsod-train teacher` at its training input size (repeatable)")
     parser.add_argument("--max-sequences", type=int, default=None, help="score only the first N sequences")
     parser.add_argument("--json", default=None, metavar="OUT|-", help="write the results as JSON to OUT, or stdout with '-'")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -197,8 +226,9 @@ def run_eval(args: argparse.Namespace) -> int:
     unknown = [name for name in args.baseline if name not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline {unknown[0]!r} (known: {', '.join(BASELINES)})")
-    if not args.model and not args.baseline:
-        raise ValueError("nothing to evaluate: give --model NAME (or set VSOD_MODEL) and/or --baseline framediff")
+    if not args.model and not args.baseline and not args.teacher:
+        raise ValueError("nothing to evaluate: give --model NAME (or set VSOD_MODEL), --teacher CHECKPOINT and/or "
+                         "--baseline framediff")
     if args.max_sequences is not None and args.max_sequences < 1:
         raise ValueError("--max-sequences must be at least 1")
     sequences = load_sequences(args.dataset, args.root, args.split, args.max_sequences)
@@ -212,6 +242,8 @@ def run_eval(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         predictor = Predictor.from_store(args.model, ModelStore(args.store), device=args.device)
         methods[args.model] = predictor.predict_clip
+    for path in args.teacher:
+        methods[teacher_method_name(path)] = _teacher_predictor(path, args.threads, args.device)
     for name in args.baseline:
         methods[name] = BASELINES[name]
 

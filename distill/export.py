@@ -242,6 +242,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.speed_frames < 1:
         raise ValueError("--speed-frames must be at least 1")
     checkpoint = load_checkpoint(Path(args.checkpoint))
+    if checkpoint.get("kind", "student") != "student":
+        raise ValueError(f"{args.checkpoint} holds a {checkpoint['kind']}: only students go to the model store")
     config = TrainConfig.from_dict(checkpoint["config"])
     input_size = parse_size(args.input_size) if args.input_size else config.input_size
     model = load_student(checkpoint)
@@ -264,6 +266,8 @@ def run_export(args: argparse.Namespace) -> int:
             "train_config": checkpoint["config"],
             "commands": lineage.get("commands", []),
             "git": lineage.get("git", {}),
+            # Distilled students: the teachers (path, sha256, steps) and KD weights they learnt from.
+            **({"distillation": lineage["distillation"]} if "distillation" in lineage else {}),
             "export": {"command": command_line(), "git": git_revision()},
         },
     )
