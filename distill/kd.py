@@ -85,6 +85,8 @@ def layer_normalise(x: Tensor, eps: float = 1e-5) -> Tensor:
 
 def feature_mimic_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """MSE of layer-normalised features; the student's are resized to the teacher's grid if needed."""
+    if student.shape[1] != teacher.shape[1]:
+        raise ValueError(f"adapted student features have {student.shape[1]} channels, the teacher's {teacher.shape[1]}")
     student, teacher = student.float(), teacher.float()
     if student.shape[-2:] != teacher.shape[-2:]:
         student = F.interpolate(student, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
