@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class DistContext:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [device.index] if device.type == "cuda" else None
+        # Depthwise kernels (C,1,3,3) get gradients whose size-1 dimension has another (meaningless)
+        # stride than the bucket's: the reducer warns on every rank although the layout is identical.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return DistributedDataParallel(module, device_ids=device_ids)
 
     def mean(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
