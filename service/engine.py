@@ -1,10 +1,15 @@
 """The inference engine: one model per process, one inference thread, every request in FIFO order.
 
 Streams, still images and clip jobs all submit operations to one queue. A single asyncio task
-takes them in order; frames of different sessions that are waiting together run as one
-`Predictor.step_batch` (up to `batch_size`), with their states fetched from the session cache in
-one round trip and written back in one. The model itself runs on a dedicated thread, so the event
-loop never blocks and one model instance serves every session.
+takes them in order; frames of different sessions run as one `Predictor.step_batch` (a micro-batch
+of up to `batch_size`), with their states fetched from the session cache in one round trip and
+written back in one. The model itself runs on a dedicated thread, so the event loop never blocks
+and one model instance serves every session.
+
+Micro-batching: the worker takes every frame already waiting (one per session), and when fewer
+than the sessions streaming lately (seen in the last second) are in the batch it waits up to
+`batch_wait_ms` for theirs, so sessions in lockstep with their masks fall into one pass instead of
+trickling through one by one. A lone stream never waits: there is nobody to wait for.
 
 Backpressure for live streams lives in `StreamHandle`: at most one frame waits per session, and
 a newer frame replaces it (latest wins, counted as dropped), so nothing buffers without bound.
@@ -47,6 +52,9 @@ class FrameResult:
     dropped: int = 0  # frames of the session dropped so far
     restarted: str | None = None  # why the temporal context restarted at this frame, if it did
     temporal: bool = True  # False: the session store could not be read or written for this frame
+    # Where the time went, ms: decode, wait (queue + batch window), state_get, model, state_put; and
+    # batch (frames in its forward pass). Streams send it with the mask (bench/stream.py reads it).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +66,8 @@ class _Step:
     expected: int  # the frame index the client's view of the session expects next
     future: asyncio.Future[FrameResult] = field(repr=False)
     after_outage: bool = False  # the session's previous frame could not use the store
+    decode_ms: float = 0.0
+    submitted: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -65,6 +75,8 @@ class _Image:
     frame: np.ndarray
     received: float
     future: asyncio.Future[FrameResult] = field(repr=False)
+    decode_ms: float = 0.0
+    submitted: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -83,21 +95,31 @@ class _Clip:
 _Op = _Step | _Image | _Reset | _Clip
 
 
+ACTIVE_S = 1.0  # a session that sent a frame this recently counts as streaming (batch window)
+
+
 class Engine:
     def __init__(
-        self, predictor: Predictor, sessions: SessionCache, metrics: Metrics | None = None, batch_size: int = 1
+        self, predictor: Predictor, sessions: SessionCache, metrics: Metrics | None = None, batch_size: int = 1,
+        batch_wait_ms: float = 0.0,
     ) -> None:
         self.predictor, self.sessions, self.batch_size = predictor, sessions, batch_size
+        self.batch_wait_s = batch_wait_ms / 1000
         self.metrics = metrics or Metrics()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsod-infer")
         self._queue: asyncio.Queue[_Op] | None = None
         self._carry: deque[_Op] = deque()  # taken from the queue but not batchable with the last op
+        self._arrived = asyncio.Event()  # set on every submission: the batch window waits on it
+        self._seen: dict[str, float] = {}  # session -> when its last frame was batched
         self._task: asyncio.Task[None] | None = None
         self.metrics.track_queue(lambda: self.queue_depth)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._arrived = asyncio.Event()
+        if self.predictor.runtime.mode != "eager":  # the optimised graph specialises per batch size
+            await self._in_thread(self.predictor.runtime.warmup, range(1, self.batch_size + 1))
         self._task = asyncio.create_task(self._run(), name="vsod-engine")
 
     async def close(self) -> None:
@@ -124,6 +146,7 @@ class Engine:
         if self._queue is None:
             raise EngineClosed("the engine is not running")
         self._queue.put_nowait(op)
+        self._arrived.set()
 
     async def predict_image(self, frame: np.ndarray) -> np.ndarray:
         """A still image: a one-frame stream with no stored state."""
@@ -133,11 +156,12 @@ class Engine:
 
     async def step(
         self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0,
-        after_outage: bool = False,
+        after_outage: bool = False, decode_ms: float = 0.0,
     ) -> FrameResult:
         """The session's next frame: its state is read from the cache, advanced and written back."""
         future: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
-        self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, future, after_outage))
+        self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, future, after_outage,
+                           decode_ms))
         return await future
 
     async def reset(self, session_id: str) -> None:
@@ -171,9 +195,9 @@ class Engine:
         while True:
             op = self._next_nowait() or await self._queue.get()
             batch: list[_Op] = [op]
-            if isinstance(op, (_Step, _Image)):
-                batch = self._collect(op)
             try:
+                if isinstance(op, (_Step, _Image)):
+                    batch = await self._collect(op)
                 if isinstance(op, _Reset):
                     await self.sessions.delete(op.session_id)
                     _resolve(op.future, None)
@@ -194,11 +218,27 @@ class Engine:
                     if not failed.future.done():
                         failed.future.set_exception(error)
 
-    def _collect(self, first: _Step | _Image) -> list[_Op]:
-        """Frames waiting right now, one per session, up to batch_size; order is kept."""
+    async def _collect(self, first: _Step | _Image) -> list[_Op]:
+        """Frames waiting now, one per session, up to batch_size, in order; then, within the batch
+        window, the frames of other recently active sessions as they arrive."""
         batch: list[_Op] = [first]
         sessions = {first.session_id} if isinstance(first, _Step) else set()
-        while len(batch) < self.batch_size and (op := self._next_nowait()) is not None:
+        deadline = time.perf_counter() + self.batch_wait_s
+        while len(batch) < self.batch_size:
+            op = self._next_nowait()
+            if op is None:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or len(sessions) >= self._active_sessions():
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                except asyncio.CancelledError:  # shutting down: hand the frames back for close() to fail
+                    self._carry.extendleft(reversed(batch[1:]))
+                    raise
+                continue
             if isinstance(op, _Image) or (isinstance(op, _Step) and op.session_id not in sessions):
                 batch.append(op)
                 if isinstance(op, _Step):
@@ -208,13 +248,24 @@ class Engine:
                 break
         return batch
 
+    def _active_sessions(self) -> int:
+        """Sessions that sent a frame in the last ACTIVE_S seconds (whose next frame is worth a wait)."""
+        cutoff = time.perf_counter() - ACTIVE_S
+        for sid in [sid for sid, seen in self._seen.items() if seen < cutoff]:
+            del self._seen[sid]
+        return min(len(self._seen), self.batch_size)
+
     async def _run_frames(self, batch: Sequence[_Step | _Image]) -> None:
+        started = time.perf_counter()
         steps = [op for op in batch if isinstance(op, _Step)]
         ids = [s.session_id for s in steps]
+        for sid in ids:
+            self._seen[sid] = started
         try:
             found, available = await self.sessions.get_many(ids), True
         except CacheUnavailable:  # the frames still run, without temporal context
             found, available = [None] * len(ids), False
+        fetched = time.perf_counter()
         records = dict(zip(ids, found))
         states, notes = [], []
         for op in batch:
@@ -236,7 +287,9 @@ class Engine:
                     note = EXPIRED
             states.append(state)
             notes.append(note)
+        before_model = time.perf_counter()
         masks, new_states = await self._in_thread(self.predictor.step_batch, [op.frame for op in batch], states)
+        inferred = time.perf_counter()
         now = time.time()
         writes = []
         for op, state, new in zip(batch, states, new_states):
@@ -252,12 +305,16 @@ class Engine:
                 await self.sessions.put_many(writes)
             except CacheUnavailable:  # these masks are good; the next frames start without context
                 saved = False
+        stored = time.perf_counter()
+        shared = {"state_get": _ms(fetched - started), "model": _ms(inferred - before_model),
+                  "state_put": _ms(stored - inferred), "batch": len(batch)}
         for op, mask, new, note in zip(batch, masks, new_states, notes):
             source = "stream" if isinstance(op, _Step) else "image"
             self._observe(source, op.received, 1)
             dropped = op.dropped if isinstance(op, _Step) else 0
             latency = (time.perf_counter() - op.received) * 1000
-            _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note, saved))
+            timings = {"decode": round(op.decode_ms, 2), "wait": _ms(started - op.submitted), **shared}
+            _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note, saved, timings))
 
     def _infer_clip(self, frames: list[np.ndarray], previous: Any) -> tuple[list[np.ndarray], Any]:
         with torch.inference_mode():
@@ -270,6 +327,10 @@ class Engine:
     def _observe(self, source: str, start: float, frames: int) -> None:
         self.metrics.frames.labels(source).inc(frames)
         self.metrics.frame_seconds.labels(source).observe(time.perf_counter() - start)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
@@ -299,14 +360,15 @@ class StreamHandle:
         self.engine, self.session_id = engine, session_id
         self.next_frame, self.dropped = next_frame, dropped
         self.temporal = temporal  # False while the session store is unavailable to this stream
-        self._waiting: tuple[np.ndarray, float] | None = None
+        self._waiting: tuple[np.ndarray, float, float] | None = None  # frame, arrival, decode ms
         self._reset = self._close = False
         self._wake = asyncio.Event()
 
     def offer(self, frame: np.ndarray, received: float | None = None) -> bool:
         """Queue a frame; True when it replaced an older waiting one (which counts as dropped)."""
         replaced = self._drop_waiting()
-        self._waiting = (frame, received or time.perf_counter())
+        now = time.perf_counter()
+        self._waiting = (frame, received or now, (now - received) * 1000 if received else 0.0)
         self._wake.set()
         return replaced
 
@@ -342,10 +404,10 @@ class StreamHandle:
                 self.next_frame = 0
                 return StreamReset()
             if self._waiting is not None:
-                frame, received = self._waiting
+                frame, received, decode_ms = self._waiting
                 self._waiting = None
                 result = await self.engine.step(self.session_id, frame, received, self.dropped, self.next_frame,
-                                                after_outage=not self.temporal)
+                                                after_outage=not self.temporal, decode_ms=decode_ms)
                 self.next_frame, self.temporal = result.frame + 1, result.temporal
                 return result
             if self._close:

@@ -74,7 +74,8 @@ async def start_services(settings: Settings, metrics: Metrics) -> Services:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     store = ModelStore(settings.model_store)
-    predictor = await asyncio.to_thread(Predictor.from_store, settings.model, store, _device(settings.device))
+    predictor = await asyncio.to_thread(Predictor.from_store, settings.model, store, _device(settings.device),
+                                        settings.optimize)
     # One throwaway frame, so the first client does not pay for lazy initialisation.
     await asyncio.to_thread(predictor.predict_image, np.zeros((32, 32, 3), np.uint8))
     redis: Redis | None = None
@@ -90,7 +91,7 @@ async def start_services(settings: Settings, metrics: Metrics) -> Services:
         job_store = MemoryJobStore(settings.job_ttl_s)
     spool = settings.spool_dir or Path(tempfile.mkdtemp(prefix="vsod-spool-"))
     spool.mkdir(parents=True, exist_ok=True)
-    engine = Engine(predictor, session_cache, metrics, settings.batch_size)
+    engine = Engine(predictor, session_cache, metrics, settings.batch_size, settings.batch_wait_ms)
     await engine.start()
     runner = JobRunner(job_store, engine, spool, workers=settings.job_workers, chunk=settings.clip_chunk,
                        lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, metrics=metrics,

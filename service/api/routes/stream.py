@@ -17,6 +17,8 @@ Protocol (also in the README):
 - With API keys on, the key comes as `?api_key=` or an `X-API-Key` header; without a valid one
   the server sends an `unauthorized`/`forbidden` error and closes with 1008. Sessions are
   per key: another key's `session_id` of the same name is a different session.
+- Every mask message carries `"timings_ms"`: where the frame's time went on the server (decode,
+  wait, state_get, model, state_put, encode; `batch`: frames in its forward pass).
 - Every mask message carries `"temporal"`: false when the session store (Redis) could not be used
   for that frame; the stream goes on frame by frame without temporal context and recovers by
   itself when the store answers again (the first frame back carries `"restarted"` unless the
@@ -99,11 +101,13 @@ class Connection:
 
     async def send_mask(self, result: FrameResult) -> None:
         config = self.config
+        encoding = time.perf_counter()
         body = await asyncio.to_thread(encode_mask, result.mask, config.format, config.threshold)
+        timings = {**result.timings, "encode": round((time.perf_counter() - encoding) * 1000, 2)}
         header: dict[str, object] = {
             "type": "mask", "frame": result.frame, "width": int(result.mask.shape[1]),
             "height": int(result.mask.shape[0]), "latency_ms": round(result.latency_ms, 2),
-            "dropped": result.dropped, "format": config.format, "temporal": result.temporal,
+            "dropped": result.dropped, "format": config.format, "temporal": result.temporal, "timings_ms": timings,
         }
         if result.restarted:
             header["restarted"] = result.restarted
