@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from distill.kd import KDAdapters, KDWeights, TeacherTargets, distillation_loss
@@ -151,7 +152,10 @@ class DistillTrainer(Trainer):
         if cached is not None:
             return _on(cached, self.device)
         output = self.teachers[role].model.forward_clip(frames)
-        features = output.spatial_features if role == "spatial" else output.deep_features
+        if role == "spatial":
+            features = output.spatial_features
+        else:  # stride-8 ConvGRU features, averaged onto the student's stride-32 temporal grid
+            features = F.adaptive_avg_pool2d(output.temporal_features, output.coarse_logits.shape[-2:])
         targets = TeacherTargets(features, output.side_logits[-1], output.coarse_logits).half()
         if cache:
             cache.put(indices, targets)

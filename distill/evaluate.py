@@ -268,5 +268,6 @@ def run_eval(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(text + "\n")
     return 0

@@ -2,7 +2,8 @@
 
     spatial KD (SKD):  adapter_s(student.spatial_features)  ~ spatial teacher's stride-4 guided features
                        student final / coarse maps          ~ spatial teacher's maps
-    temporal KD (TKD): adapter_t(student.temporal_features) ~ temporal teacher's stride-32 ConvGRU features
+    temporal KD (TKD): adapter_t(student.temporal_features) ~ temporal teacher's ConvGRU features (stride 8,
+                                                              averaged onto the student's stride-32 grid)
                        student final / coarse maps          ~ temporal teacher's maps (same clip)
 
 Feature terms: MSE between the two maps after a parameter-free layer norm over (C, H, W) per frame,
@@ -48,7 +49,7 @@ class KDWeights:
 class TeacherTargets:
     """What the student mimics from one teacher, for the B*T frames of a batch (time-major per clip)."""
 
-    features: Tensor  # spatial teacher: stride-4 decoder features; temporal teacher: stride-32 temporal features
+    features: Tensor  # spatial teacher: stride-4 decoder features; temporal: ConvGRU features pooled to stride 32
     final: Tensor  # stride-4 logits (the final map before upsampling)
     coarse: Tensor  # stride-32 logits
 

@@ -25,7 +25,18 @@ class TeacherOutput:
     side_logits: list[Tensor]  # strides 16, 8, 4 (the last is `logits` before upsampling)
     coarse_logits: Tensor  # stride 32
     spatial_features: Tensor  # stride-4 saliency-guided decoder features
-    deep_features: Tensor  # stride-32 features the decoder starts from (temporal ones in the temporal teacher)
+    deep_features: Tensor  # stride-32 context features the decoder starts from
+    temporal_features: Tensor | None = None  # temporal teacher: its stride-8 features after the ConvGRUs
+
+
+@dataclass
+class DecoderHead:
+    """The decoder's state at stride 8, where the temporal teacher's ConvGRUs step in."""
+
+    features: Tensor  # stride-8 features
+    coarse: Tensor  # stride-32 logits
+    side16: Tensor  # stride-16 logits
+    deep: Tensor  # stride-32 context features
 
 
 class PyramidPooling(nn.Module):
@@ -62,33 +73,47 @@ class HeavyGuidedFusion(nn.Module):
         )
         self.side = nn.Conv2d(channels, 1, 3, padding=1)
 
-    def forward(self, lateral: Tensor, below: Tensor, below_logits: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, lateral: Tensor, below: Tensor, below_logits: Tensor) -> Tensor:
+        """The fused features; `side` turns them into this stage's logits (apart, so the temporal
+        teacher can refine the features in between)."""
         size = lateral.shape[-2:]
         lateral = self.lateral(lateral)
         below = F.interpolate(below, size=size, mode="bilinear", align_corners=False)
         guidance = torch.sigmoid(F.interpolate(below_logits, size=size, mode="bilinear", align_corners=False))
-        fused = self.fuse(torch.cat([lateral, lateral * guidance, below], dim=1))
-        return fused, self.side(fused)
+        return self.fuse(torch.cat([lateral, lateral * guidance, below], dim=1))
 
 
 class TeacherDecoder(nn.Module):
-    """Coarse map from the deep features, then guided fusion at strides 16, 8 and 4."""
+    """Coarse map from the deep features, then guided fusion at strides 16, 8 and 4.
+
+    Split in two at stride 8 (`head`, `tail`): the temporal teacher runs its ConvGRUs there.
+    """
 
     def __init__(self, encoder_channels: tuple[int, ...], channels: int) -> None:
         super().__init__()
         self.coarse_head = nn.Sequential(ConvBNAct(channels, channels, kernel_size=3, activation=nn.ReLU),
                                          nn.Conv2d(channels, 1, 1))
+        # Stages for strides 16, 8 and 4 (encoder levels 2, 1, 0), deepest first.
         self.stages = nn.ModuleList(HeavyGuidedFusion(c, channels) for c in reversed(encoder_channels[:3]))
 
-    def forward(self, levels: list[Tensor], deep: Tensor, size: tuple[int, int] | torch.Size) -> TeacherOutput:
+    def head(self, levels: list[Tensor], deep: Tensor) -> DecoderHead:
         coarse = self.coarse_head(deep)
-        features, logits = deep, coarse
-        sides: list[Tensor] = []
-        for stage, lateral in zip(self.stages, reversed(levels[:3])):
-            features, logits = stage(lateral, features, logits)
-            sides.append(logits)
-        final = F.interpolate(sides[-1], size=tuple(size), mode="bilinear", align_corners=False)
-        return TeacherOutput(final, sides, coarse, features, deep)
+        features16 = self.stages[0](levels[2], deep, coarse)
+        side16 = self.stages[0].side(features16)
+        return DecoderHead(self.stages[1](levels[1], features16, side16), coarse, side16, deep)
+
+    def tail(self, level4: Tensor, head: DecoderHead, size: tuple[int, int] | torch.Size,
+             temporal: Tensor | None = None) -> TeacherOutput:
+        """From stride-8 features (`temporal`: refined ones replacing `head.features`) to the final map."""
+        features8 = head.features if temporal is None else temporal
+        side8 = self.stages[1].side(features8)
+        features4 = self.stages[2](level4, features8, side8)
+        side4 = self.stages[2].side(features4)
+        final = F.interpolate(side4, size=tuple(size), mode="bilinear", align_corners=False)
+        return TeacherOutput(final, [head.side16, side8, side4], head.coarse, features4, head.deep, temporal)
+
+    def forward(self, levels: list[Tensor], deep: Tensor, size: tuple[int, int] | torch.Size) -> TeacherOutput:
+        return self.tail(levels[0], self.head(levels, deep), size)
 
 
 class ConvGRUCell(nn.Module):

@@ -1,18 +1,21 @@
 """The temporal teacher: the spatial teacher's network plus a bidirectional ConvGRU over a window.
 
-    window of W frames ─▶ spatial teacher encoder + context (per frame) ─▶ deep_1 .. deep_W
-        forward ConvGRU  deep_1 → deep_W ─┐
-        backward ConvGRU deep_W → deep_1 ─┴─▶ merge ─(+ deep_t)─▶ temporal_t ─▶ TeacherDecoder ─▶ maps_t
+    window of W frames ─▶ spatial teacher: encoder, context, decoder down to stride 8 (per frame)
+        forward ConvGRU  f8_1 → f8_W ─┐
+        backward ConvGRU f8_W → f8_1 ─┴─▶ merge ─(+ f8_t)─▶ temporal_t ─▶ decoder stride 4 ─▶ final_t
 
-Every frame's maps depend on all W frames of its window (W >= 3: the frames before *and after*),
-through a sequential recurrent module: exactly the kind of model the student avoids (it sees only
-the previous frame, through one co-attention). The merge's last batch norm starts at zero, so a
-temporal teacher initialised from a trained spatial teacher starts out equal to it and learns only
-what the window adds.
+Every frame's final map depends on all W frames of its window (W >= 3: the frames before *and
+after*) through a sequential recurrent module at stride 8, the resolution at which published VSOD
+models run theirs (PDB-ConvLSTM: a bidirectional ConvLSTM on stride-8 dilated-ResNet features).
+That is exactly the kind of module the student avoids (it sees only the previous frame, through one
+co-attention at stride 32), and what makes this teacher slow: each frame pays 2W recurrent steps on
+a stride-8 grid. The merge's last batch norm starts at zero, so a temporal teacher initialised from
+a trained spatial teacher starts out equal to it and learns only what the window adds.
 
 At inference a sequence is read through sliding windows centred on each frame (clamped at the ends,
-as the training clips are): each frame is encoded once, the ConvGRUs run over its window, and the
-decoder runs once per frame. That per-frame cost is what `teacher_ms_per_frame` times.
+as the training clips are): each frame is encoded and decoded to stride 8 once, the ConvGRUs run over
+its window, and the stride-4 stage runs once per frame. That per-frame cost is what
+`stream_ms_per_frame` times.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 
 from service.model.layers import ConvBNAct
 
-from .blocks import ConvGRUCell, TeacherOutput, init_weights
+from .blocks import ConvGRUCell, DecoderHead, TeacherOutput, init_weights
 from .spatial import SpatialTeacher, SpatialTeacherConfig
 
 
@@ -34,7 +37,7 @@ from .spatial import SpatialTeacher, SpatialTeacherConfig
 class TemporalTeacherConfig:
     width_mult: float = 1.4
     channels: int = 64
-    hidden: int = 64  # ConvGRU state channels per direction
+    hidden: int = 128  # ConvGRU state channels per direction
     bidirectional: bool = True
     window: int = 3  # frames per window at inference: the training clip length
 
@@ -68,52 +71,58 @@ class TemporalTeacher(nn.Module):
 
     @property
     def feature_channels(self) -> int:
+        """Channels of `temporal_features` (and of the spatial part's features)."""
         return self.config.channels
 
-    def temporal(self, deep: Tensor) -> Tensor:
-        """B,T,C,h,w context features of a window -> B,T,C,h,w temporal features."""
-        steps = deep.shape[1]
+    def temporal(self, features: Tensor) -> Tensor:
+        """B,T,C,h,w stride-8 features of a window -> B,T,C,h,w temporal features."""
+        steps = features.shape[1]
         forward_states: list[Tensor] = []
         state = None
         for t in range(steps):
-            state = self.forward_gru(deep[:, t], state)
+            state = self.forward_gru(features[:, t], state)
             forward_states.append(state)
-        states = [forward_states]
+        directions = [forward_states]
         if self.backward_gru is not None:
-            backward_states: list[Tensor] = [deep.new_empty(0)] * steps
+            backward_states: list[Tensor] = [features.new_empty(0)] * steps
             state = None
             for t in reversed(range(steps)):
-                state = self.backward_gru(deep[:, t], state)
+                state = self.backward_gru(features[:, t], state)
                 backward_states[t] = state
-            states.append(backward_states)
+            directions.append(backward_states)
         merged = [
-            deep[:, t] + self.merge(torch.cat([deep[:, t], *(direction[t] for direction in states)], dim=1))
+            features[:, t] + self.merge(torch.cat([features[:, t], *(d[t] for d in directions)], dim=1))
             for t in range(steps)
         ]
         return torch.stack(merged, dim=1)
 
+    def _head(self, frames: Tensor) -> tuple[Tensor, DecoderHead]:
+        """(stride-4 encoder level, decoder state at stride 8) of N,3,H,W frames."""
+        levels, deep = self.spatial.encode(frames)
+        return levels[0], self.spatial.decoder.head(levels, deep)
+
     def forward_clip(self, clip: Tensor) -> TeacherOutput:
         """clip: B,T,3,H,W (one window per clip); outputs flattened to B*T rows, time-major per clip."""
         batch, steps = clip.shape[:2]
-        levels, deep = self.spatial.encode(clip.flatten(0, 1))
-        temporal = self.temporal(deep.unflatten(0, (batch, steps))).flatten(0, 1)
-        return self.spatial.decoder(levels, temporal, clip.shape[-2:])
+        level4, head = self._head(clip.flatten(0, 1))
+        temporal = self.temporal(head.features.unflatten(0, (batch, steps))).flatten(0, 1)
+        return self.spatial.decoder.tail(level4, head, clip.shape[-2:], temporal)
 
     def forward(self, clip: Tensor) -> TeacherOutput:
         return self.forward_clip(clip)
 
     @torch.no_grad()
     def stream(self, frames: Iterable[Tensor]) -> Iterator[Tensor]:
-        """Logits (1,1,H,W) for 1,3,H,W frames in order, each from the window centred on it.
+        """Logits (N,1,H,W) for N,3,H,W frames in order, each from the window centred on it.
 
         The window of frame t starts at clamp(t - W//2, 0, T - W); a frame is emitted as soon as its
-        window is complete (or the sequence has ended), and encoded frames are dropped once no
-        later window needs them, so memory holds one window whatever the sequence length.
+        window is complete (or the sequence has ended), and frames are dropped once no later window
+        needs them, so memory holds one window whatever the sequence length.
         """
         window = self.config.window
         half = window // 2
-        cache: dict[int, tuple[list[Tensor], Tensor]] = {}
-        size = None
+        cache: dict[int, tuple[Tensor, DecoderHead]] = {}
+        size: torch.Size | None = None
         count, emitted = 0, 0
 
         def emit(t: int, total: int | None) -> Tensor:
@@ -121,16 +130,15 @@ class TemporalTeacher(nn.Module):
             if total is not None:
                 start = max(0, min(start, total - window))
             span = range(start, min(start + window, count))
-            deep = torch.stack([cache[i][1] for i in span], dim=1)
-            temporal = self.temporal(deep)[:, t - start]
-            levels = cache[t][0]
+            temporal = self.temporal(torch.stack([cache[i][1].features for i in span], dim=1))[:, t - start]
+            level4, head = cache[t]
             for index in [i for i in cache if i < start]:
                 del cache[index]
-            return self.spatial.decoder(levels, temporal, size).logits
+            return self.spatial.decoder.tail(level4, head, size, temporal).logits
 
         for frame in frames:
             size = frame.shape[-2:]
-            cache[count] = self.spatial.encode(frame)
+            cache[count] = self._head(frame)
             count += 1
             # Frame t's window is complete once frame max(t - half, 0) + W - 1 has arrived.
             while emitted < count and max(emitted - half, 0) + window - 1 < count:

@@ -35,7 +35,7 @@ class TeacherConfig(TrainConfig):
     kind: str = "spatial"  # "spatial" or "temporal"
     width_mult: float = 1.4
     channels: int = 64
-    hidden: int = 64
+    hidden: int = 128
     bidirectional: bool = True
     init_from: str | None = None  # a spatial teacher checkpoint (temporal teachers only)
 
@@ -82,14 +82,14 @@ def add_teacher_command(commands: argparse._SubParsersAction) -> None:
         "teacher",
         help="train a spatial or temporal teacher for distillation",
         description="Train a teacher: --kind spatial (MobileNetV2 x1.4 + heavy guided decoder, per frame) or "
-        "--kind temporal (the same network + a bidirectional ConvGRU over each clip of --clip-len >= 3 frames). "
+        "--kind temporal (the same network + a bidirectional ConvGRU at stride 8 over each clip of --clip-len >= 3 frames). "
         "Same flags, checkpoints, --resume and torchrun support as `vsod-train train`; the checkpoint "
         "(RUN_DIR/last.pt) is what `vsod-train distill --spatial-teacher/--temporal-teacher` loads.",
     )
     parser.add_argument("--kind", choices=tuple(KINDS), default=None, help="spatial or temporal (required for a new run)")
     add_run_arguments(parser, {"width_mult": "1.4"})
     parser.add_argument("--channels", type=int, default=None, help="decoder and context channels (default 64)")
-    parser.add_argument("--hidden", type=int, default=None, help="ConvGRU channels per direction (temporal; default 64)")
+    parser.add_argument("--hidden", type=int, default=None, help="ConvGRU channels per direction (temporal; default 128)")
     parser.add_argument("--unidirectional", dest="bidirectional", action="store_const", const=False, default=None,
                         help="forward ConvGRU only (temporal; default bidirectional)")
     parser.add_argument("--init-from", default=None, metavar="CHECKPOINT",
