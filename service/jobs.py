@@ -134,7 +134,7 @@ class JobRunner:
             try:
                 for job_id in await self.store.reap(self.max_attempts):
                     log.warning("job %s: its worker's lease lapsed; requeued or failed", job_id)
-                failures = 0
+                failures = _store_back("job reaper", failures)
             except STORE_ERRORS as error:  # the store may be briefly unreachable; try again later
                 failures = _store_down("job reaper", error, failures)
             except Exception:
@@ -146,7 +146,7 @@ class JobRunner:
         while True:
             try:
                 job_id = await self.store.claim(worker, self.lease_s)
-                failures = 0
+                failures = _store_back("claiming a job", failures)
             except STORE_ERRORS as error:
                 failures = _store_down("claiming a job", error, failures)
                 job_id = None
@@ -262,6 +262,12 @@ def _store_down(what: str, error: Exception, failures: int) -> int:
     if failures == 0:
         log.warning("%s: the job store is unreachable (%s); backing off", what, error)
     return failures + 1
+
+
+def _store_back(what: str, failures: int) -> int:
+    if failures:
+        log.warning("%s: the job store is reachable again", what)
+    return 0
 
 
 def _write_pngs(archive: zipfile.ZipFile, start: int, masks: list[np.ndarray]) -> None:

@@ -123,19 +123,23 @@ class Connection:
         if not data:
             await self.error("empty_frame", "the frame is empty (0 bytes)")
             return
-        if not self.rate.allow():  # before any decoding, so the excess costs next to nothing
-            self.handle.count_dropped()
-            self.svc.metrics.rate_limited_frames.inc()
-            return
         if len(data) > limits.max_frame_bytes:
             await self.error("frame_too_large", f"the frame is {len(data)} bytes; the limit is {limits.max_frame_bytes}")
             return
         try:
             check_image(data, limits.max_frame_side)  # the header's size, before decoding (bombs)
-            frame = await asyncio.to_thread(decode_image_bytes, data)
         except LimitExceeded as error:
             await self.error(error.code, str(error))
             return
+        except VideoError as error:
+            await self.error("bad_frame", str(error))
+            return
+        if not self.rate.allow():  # before decoding, so the excess costs next to nothing
+            self.handle.count_dropped()
+            self.svc.metrics.rate_limited_frames.inc()
+            return
+        try:
+            frame = await asyncio.to_thread(decode_image_bytes, data)
         except VideoError as error:
             await self.error("bad_frame", str(error))
             return
