@@ -200,9 +200,11 @@ def _teacher_predictor(path: str, threads: int | None, device: str | None) -> Pr
 def add_eval_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "eval",
-        help="score a model (and/or a baseline) on a dataset: MAE, S, max F, mean E, fps",
-        description="Score a model from the store and/or a classic baseline on a video SOD dataset under the "
-        "DAVSOD protocol (per sequence, first and last frames skipped, sequence means averaged).",
+        help="score a model, teacher and/or baseline on a dataset: MAE, S, max F, mean E, flicker, fps",
+        description="Score a model from the store, teacher checkpoints and/or a classic baseline on a video SOD dataset "
+        "under the DAVSOD protocol (per sequence, first and last frames skipped, sequence means averaged), plus "
+        "flicker: the mask's mean change between consecutive frames whose ground truth changes by at most 0.5% "
+        "of the pixels.",
     )
     parser.add_argument("--dataset", default="davis", help="dataset layout: davis, davsod, segtrack, fbms, duts (default davis)")
     parser.add_argument("--root", required=True, help="dataset root folder")
