@@ -5,6 +5,8 @@ log `RUN_DIR/train_log.jsonl`, record where their result came from (data, seed, 
 commit) and accept the same run flags; only the network and the loss differ. A checkpoint names the
 command that made it (`"command"`) and the network it holds (`"kind"`), so `--resume` and export
 refuse a checkpoint of another kind with one clear line instead of a key-mismatch traceback.
+`run_training` is the body all three commands share (flags checked, run opened or resumed, torchrun's
+process group joined, trainer run, summary printed by rank 0).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from distill.ddp import DistContext
+from distill.ddp import DistContext, init_distributed, resolve_amp
 
 CHECKPOINT_FORMAT = "vsod-train-checkpoint/1"
 LAST = "last.pt"
@@ -327,3 +329,25 @@ def print_summary(summary: dict[str, Any]) -> None:
         + (f", {per_step:.3f} s/step, {summary['clips_per_s']:.2f} clips/s" if per_step else "")
         + f"; checkpoint {summary['checkpoint']}"
     )
+
+
+def runtime_from_args(args: argparse.Namespace) -> Runtime:
+    """Join torchrun's process group if launched by it, and describe how this process runs."""
+    context, device = init_distributed(args.device)
+    return Runtime(Path(args.out), args.threads, args.workers, args.save_every, args.log_every, not args.no_progress,
+                   args.stop_at, str(device), resolve_amp(args.amp, device), context)
+
+
+def run_training(args: argparse.Namespace, trainer_cls: type, config_cls: type,
+                 flags: tuple[str, ...] = CONFIG_FLAGS, **trainer_options: Any) -> int:
+    """The body of every training command: check flags, open or resume the run, train, report."""
+    check_run_arguments(args)
+    config, checkpoint = open_run(args, config_cls, trainer_cls.command, flags)
+    runtime = runtime_from_args(args)
+    try:
+        summary = trainer_cls(config, runtime, checkpoint, **trainer_options).run()
+    finally:
+        runtime.dist.shutdown()
+    if runtime.dist.is_main:
+        print_summary(summary)
+    return 0

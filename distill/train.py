@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from distill.ddp import ShardedStream, autocast, grad_scaler, init_distributed, resolve_amp
+from distill.ddp import ShardedStream, autocast, grad_scaler
 from distill.losses import saliency_loss
 from distill.runs import (  # noqa: F401 - re-exported: callers import these from distill.train
     CHECKPOINT_FORMAT,
@@ -41,16 +41,14 @@ from distill.runs import (  # noqa: F401 - re-exported: callers import these fro
     SampleStream,
     TrainConfig,
     add_run_arguments,
-    check_run_arguments,
     command_line,
     git_revision,
     learning_rate,
     load_checkpoint,
     now,
-    open_run,
     parse_data,
     parse_size,
-    print_summary,
+    run_training,
     save_checkpoint,
     warmup_steps,
 )
@@ -386,28 +384,6 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(parser, {})
     parser.set_defaults(func=run_train)
-
-
-def runtime_from_args(args: argparse.Namespace) -> Runtime:
-    """Join torchrun's process group if launched by it, and describe how this process runs."""
-    context, device = init_distributed(args.device)
-    return Runtime(Path(args.out), args.threads, args.workers, args.save_every, args.log_every, not args.no_progress,
-                   args.stop_at, str(device), resolve_amp(args.amp, device), context)
-
-
-def run_training(args: argparse.Namespace, trainer_cls: type[Trainer], config_cls: type,
-                 flags: tuple[str, ...] | None = None) -> int:
-    """The body of every training command: check flags, open or resume the run, train, report."""
-    check_run_arguments(args)
-    config, checkpoint = open_run(args, config_cls, trainer_cls.command, flags or CONFIG_FLAGS)
-    runtime = runtime_from_args(args)
-    try:
-        summary = trainer_cls(config, runtime, checkpoint).run()
-    finally:
-        runtime.dist.shutdown()
-    if runtime.dist.is_main:
-        print_summary(summary)
-    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ from typing import Any
 
 from torch import nn
 
-from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, load_checkpoint
-from distill.train import Trainer, run_training
+from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, load_checkpoint, run_training
+from distill.train import Trainer
 
 from .checkpoints import KINDS, file_sha256, load_teacher
 from .spatial import SpatialTeacher, SpatialTeacherConfig
