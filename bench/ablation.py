@@ -15,6 +15,12 @@ be started again after any stop. Then every model is scored on the same validati
 `vsod-train eval` (MAE, S-measure, max F, mean E, flicker), timed at 352x352 on the CPU in this one
 process (`stream_ms_per_frame`, 2 threads), and the table goes to OUT/ablation.md (printed too); the
 last line printed is one JSON object with every number, the commands and the machine.
+
+Expect several hours on 2 otherwise idle cores (rough estimate from single-step timings on a busy
+machine: teachers ~2-4 h together, each student 0.5-1.5 h; each run's train_log.jsonl shows its
+s/step, `--scale` shortens every run). Disk: the teacher cache grows to ~22 GB during the
+distillation runs (the spatial teacher's stride-4 features, 1.5 MiB per 256x256 clip of 3 frames)
+and is removed after the last one unless --keep-cache; --no-cache trades it for recomputing.
 """
 
 from __future__ import annotations

@@ -244,3 +244,32 @@ def test_evaluation_reports_flicker(tmp_path: Path) -> None:
     shaky = evaluate_sequences(noisy, sequences, progress=False)
     assert clean["flicker"] == 0.0 and clean["flicker_gt"] == 0.0 and clean["flicker_pairs"] == 3  # frames 1..4
     assert shaky["flicker"] > 0.2 and shaky["per_sequence"]["still"]["flicker_pairs"] == 3
+
+
+# -- the ablation script ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_ablation_commands_are_valid_vsod_train_commands(quick: bool, tmp_path: Path) -> None:
+    """Every stage of bench/ablation.py parses with the real CLI; the students share one budget."""
+    import argparse
+    import importlib.util
+
+    from distill.cli import build_parser
+
+    spec = importlib.util.spec_from_file_location("ablation", REPO / "bench" / "ablation.py")
+    ablation = importlib.util.module_from_spec(spec)
+    sys.modules["ablation"] = ablation  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(ablation)
+    args = argparse.Namespace(out=tmp_path, train_data=[], val_root=None, val_split="val", threads=1, seed=0, scale=1.0,
+                              quick=quick, no_cache=False)
+    plan = ablation.stages(args)
+    parser = build_parser()
+    for stage in plan:
+        parsed = parser.parse_args(stage.args)
+        assert parsed.func is not None, stage.name
+    students = [parser.parse_args(s.args) for s in plan if s.name in ("student", "skd", "tkd", "skd-tkd")]
+    budget = {(a.steps, a.batch, a.clip_len, a.input_size, a.lr, a.seed, tuple(a.data)) for a in students}
+    assert len(students) == 4 and len(budget) == 1
+    assert [bool(a.spatial_teacher) for a in students[1:]] == [True, False, True]
+    assert [bool(a.temporal_teacher) for a in students[1:]] == [False, True, True]
