@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -19,9 +20,10 @@ from distill.distill import DistillConfig, DistillTrainer
 from distill.evaluate import evaluate_sequences
 from distill.flicker import STILL_GT_CHANGE, FlickerMeter, pooled
 from distill.kd import KDWeights, TeacherTargets, distillation_loss, feature_mimic_loss, soft_map_loss
-from distill.runs import LAST, LOG, Runtime, load_checkpoint
+from distill.runs import LAST, LOG, Runtime, TrainConfig, load_checkpoint
 from distill.teachers import load_teacher
 from distill.teachers.training import TeacherConfig, TeacherTrainer
+from distill.train import Trainer
 from service.model import ModelStore, StudentOutput, stkd_student
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +161,12 @@ def test_distilled_run_keeps_teachers_frozen_and_the_student_apart(setup: dict[s
 
 def test_either_teacher_alone_gives_only_its_terms(setup: dict[str, Path], tmp_path: Path) -> None:
     spatial_only = DistillTrainer(distill_config(setup, temporal_teacher=None, steps=1), Runtime(tmp_path, progress=False))
-    terms = spatial_only.train_step(next(spatial_only.batches()))
+    # The ablation's premise: the same initial student and the same samples as `vsod-train train`.
+    alone = Trainer(TrainConfig.from_dict(asdict(spatial_only.config)), Runtime(tmp_path / "alone", progress=False))
+    assert all(torch.equal(v, alone.model.state_dict()[k]) for k, v in spatial_only.model.state_dict().items())
+    batch = next(spatial_only.batches())
+    assert torch.equal(batch["frames"], next(alone.batches())["frames"])
+    terms = spatial_only.train_step(batch)
     assert "skd" in terms and "tkd" not in terms and spatial_only.adapters.temporal is None
     assert terms["loss"] == pytest.approx(terms["gt"] + terms["skd"], rel=1e-4)
 
