@@ -10,8 +10,11 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from ..engine import EngineClosed
 from ..limits import LimitExceeded
@@ -41,7 +44,24 @@ def ws_error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "message": message}
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at `path` (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= route_methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 405:
+            allow = ", ".join(allowed_methods(app, request.url.path))
+            error = StarletteHTTPException(405, error.detail, headers={**(error.headers or {}), "Allow": allow})
+        return await http_exception_handler(request, error)
+
     @app.exception_handler(VideoError)
     async def bad_media(_: Request, error: VideoError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
