@@ -251,17 +251,15 @@ def _measured(store: Any, name: str, input_size: tuple[int, int]) -> list[str]:
 def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from service.server import serve
+    from service.server import describe, serve
     from service.settings import Settings
 
     given = {"host": args.host, "port": args.port, "model": args.model, "model_store": args.store,
              "redis_url": args.redis_url}
     try:
         settings = Settings(**{key: value for key, value in given.items() if value is not None})
-    except ValidationError as error:  # its own message spans several lines; keep the first problem
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "settings"
-        raise ValueError(f"invalid setting {where}: {problem['msg']}") from None
+    except ValidationError as error:  # pydantic's message spans lines: every problem on one line
+        raise ValueError(f"invalid settings: {describe(error)}") from None
     serve(settings)
     return 0
 

@@ -210,3 +210,20 @@ def test_stream_limits(server: Server) -> None:
     limited = next(float(line.split()[-1]) for line in metrics.splitlines()
                    if line.startswith("vsod_rate_limited_frames_total"))
     assert 0 < limited <= headers[-1]["dropped"]
+
+
+def test_bad_limit_settings_fail_on_one_line(model_store_env: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import REPO
+
+    env = {**os.environ, **model_store_env, "VSOD_MAX_FRAME_SIDE": "0", "VSOD_MAX_STREAM_FPS": "-1",
+           "VSOD_API_KEYS": "secret-key"}
+    done = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "70000"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    for name in ("VSOD_PORT", "VSOD_MAX_FRAME_SIDE", "VSOD_MAX_STREAM_FPS"):
+        assert name in done.stderr
+    assert "secret-key" not in done.stderr
