@@ -54,7 +54,13 @@ Video salient object detection: a mask per frame from a fast spatiotemporally di
   At most one frame waits per session: a newer frame replaces it (counted in `dropped`).
   The temporal state lives in the session cache (Redis with `VSOD_REDIS_URL`), so a client that
   reconnects with its `session_id`, to this or another replica, continues where it left off.
+  Each mask message also says `"temporal"`: false while the session store (Redis) is unreachable,
+  when frames run one by one without temporal context; the stream recovers by itself.
 * **Sessions**: `GET /v1/sessions/{id}`, `DELETE /v1/sessions/{id}`.
+* **API keys** (when the server sets `VSOD_API_KEYS`): send `X-API-Key` (the WebSocket also takes
+  `?api_key=`); 401 without a key, 403 for an unknown one. Sessions and jobs belong to the key that
+  made them; another key gets 404. `/healthz`, `/readyz`, the docs and the page at `/` need no key.
+* **Limits** (413/415 and stream errors): see docs/reliability.md.
 """
 
 TAGS = [
