@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -378,9 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key.ljust(width)}  {value}")
     for message in stats.errors[:20]:
         print(f"  error: {message}")
-    print(json.dumps(summary))
     client.close()
-    return 0 if not stats.errors and rss_ok and keys_ok else 1
+    passed = not stats.errors and rss_ok and keys_ok
+    if passed:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"soak: failed; the server log is in {log}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
