@@ -1,0 +1,61 @@
+"""The engine's micro-batch window: frames of active sessions that arrive within it share a pass."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from service.engine import Engine, FrameResult
+from service.model import ModelStore, Predictor
+from service.sessions import MemorySessionCache
+
+from .servers import max_diff, moving_square_frames
+
+
+def test_batch_window_gathers_active_sessions_and_a_lone_stream_never_waits(model_store: ModelStore) -> None:
+    predictor = Predictor(*model_store.load("test-student"), device="cpu", optimize=True)
+    frames = moving_square_frames(4, seed=21)
+
+    async def main() -> tuple[FrameResult, FrameResult, FrameResult]:
+        cache = MemorySessionCache(60)
+        # A window far longer than the test: a lone stream that waited for it would hang here.
+        engine = Engine(predictor, cache, batch_size=4, batch_wait_ms=600_000)
+        await engine.start()
+        try:
+            lone = await asyncio.wait_for(engine.step("a", frames[0]), 120)  # only "a" is active
+            await engine.step("b", frames[1])  # now two sessions are active
+            first = asyncio.ensure_future(engine.step("a", frames[2]))
+            await asyncio.sleep(0.05)  # "b" arrives later, within the window: same pass
+            second = await engine.step("b", frames[3])
+            return lone, await first, second
+        finally:
+            await engine.close()
+
+    lone, a1, b1 = asyncio.run(main())
+    assert lone.timings["batch"] == 1 and lone.frame == 0
+    assert a1.timings["batch"] == 2 and b1.timings["batch"] == 2 and (a1.frame, b1.frame) == (1, 1)
+    assert set(a1.timings) >= {"decode", "wait", "state_get", "model", "state_put", "batch"}
+    # Batched results equal each session's own steps.
+    _, state_a = predictor.step(frames[0])
+    assert max_diff(a1.mask, predictor.step(frames[2], state_a)[0]) <= 1
+    assert isinstance(b1.mask, np.ndarray) and b1.mask.shape == frames[3].shape[:2]
+
+
+def test_closing_during_the_window_fails_the_waiting_frames(model_store: ModelStore) -> None:
+    predictor = Predictor(*model_store.load("test-student"), device="cpu")
+
+    async def main() -> list[object]:
+        engine = Engine(predictor, MemorySessionCache(60), batch_size=4)
+        await engine.start()
+        frames = moving_square_frames(3, seed=2)
+        for session, frame in zip("abc", frames):  # three active sessions, no window yet
+            await engine.step(session, frame)
+        engine.batch_wait_s = 600
+        pending = [asyncio.ensure_future(engine.step(s, frames[0])) for s in ("a", "b")]
+        await asyncio.sleep(0.05)  # the worker is now waiting for "c" within the window
+        await engine.close()
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert all(type(o).__name__ == "EngineClosed" for o in outcomes), outcomes
