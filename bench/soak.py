@@ -366,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_after_warmup": round(warm[0], 1) if warm else None, "rss_mb_end": round(warm[-1], 1) if warm else None,
         "rss_mb_peak": round(max(mb for _, mb in stats.rss_mb), 1) if stats.rss_mb else None,
         "rss_growth_mb": round(growth, 1), "rss_bounded": rss_ok,
+        # Ten points of (seconds, MB): a leak climbs steadily, warm-up flattens out.
+        "rss_mb_trajectory": [[round(t), round(mb)] for t, mb in stats.rss_mb[:: max(1, len(stats.rss_mb) // 10)]],
         "redis_keys_baseline": baseline, "redis_keys_at_end_of_load": redis_peak, "redis_keys_after_ttl": keys_left,
         "redis_back_to_baseline": keys_ok, "model": model, "frame_size": list(args.frame_size),
         "command": "python bench/soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
