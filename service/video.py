@@ -60,6 +60,9 @@ def decode_image_bytes(data: bytes) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+_PNG_FILTER = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB] if hasattr(cv2, "IMWRITE_PNG_FILTER") else []
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """A uint8 HxW mask (or an HxWx3 RGB image) -> PNG bytes."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
@@ -68,8 +71,10 @@ def encode_png(image: np.ndarray) -> bytes:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     elif image.ndim != 2:
         raise ValueError(f"encode_png needs HxW or HxWx3, got shape {image.shape}")
-    # Level 1: masks are smooth, so higher levels save little and cost several times the time.
-    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    # Level 1: masks are smooth, so higher levels save little and cost several times the time. The
+    # SUB filter alone (not libpng's per-row filter search) halves the time again on a 768x576 mask
+    # and makes it smaller (1.9 ms and 47 KB vs 3.7 ms and 54 KB; bench/RESULTS.md).
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1, *_PNG_FILTER])
     if not ok:
         raise ValueError("PNG encoding failed")
     return encoded.tobytes()
