@@ -12,7 +12,9 @@ than the sessions streaming lately (seen in the last second) are in the batch it
 trickling through one by one. A lone stream never waits: there is nobody to wait for.
 
 Backpressure for live streams lives in `StreamHandle`: at most one frame waits per session, and
-a newer frame replaces it (latest wins, counted as dropped), so nothing buffers without bound.
+a newer frame replaces it (latest wins, counted as dropped), so nothing buffers without bound. A
+frame that is already waiting when a mask comes out goes to the engine at once, while that mask
+is encoded and sent: a client that keeps two frames in flight gets a pipeline, not a stall.
 
 When the session cache is unavailable a stream's frames still run, each without temporal context
 (`FrameResult.temporal` False) and with its frame numbering kept; the first frame that reaches the
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -363,6 +365,7 @@ class StreamHandle:
         self._waiting: tuple[np.ndarray, float, float] | None = None  # frame, arrival, decode ms
         self._reset = self._close = False
         self._wake = asyncio.Event()
+        self._ahead: asyncio.Future[FrameResult] | None = None  # the next frame, already with the engine
 
     def offer(self, frame: np.ndarray, received: float | None = None) -> bool:
         """Queue a frame; True when it replaced an older waiting one (which counts as dropped)."""
@@ -395,6 +398,9 @@ class StreamHandle:
 
     async def next_event(self) -> FrameResult | StreamReset | StreamClosing:
         while True:
+            if self._ahead is not None:  # sent before any reset or close still pending: answered first
+                ahead, self._ahead = self._ahead, None
+                return self._advance(await ahead)
             if self._reset:
                 self._reset = False
                 try:
@@ -404,13 +410,31 @@ class StreamHandle:
                 self.next_frame = 0
                 return StreamReset()
             if self._waiting is not None:
-                frame, received, decode_ms = self._waiting
-                self._waiting = None
-                result = await self.engine.step(self.session_id, frame, received, self.dropped, self.next_frame,
-                                                after_outage=not self.temporal, decode_ms=decode_ms)
-                self.next_frame, self.temporal = result.frame + 1, result.temporal
-                return result
+                return self._advance(await self._step_waiting())
             if self._close:
                 return StreamClosing()
             self._wake.clear()
             await self._wake.wait()
+
+    def _step_waiting(self) -> Coroutine[Any, Any, FrameResult]:
+        """The waiting frame's engine step, its arguments taken now (the coroutine may start later)."""
+        assert self._waiting is not None
+        frame, received, decode_ms = self._waiting
+        self._waiting = None
+        return self.engine.step(self.session_id, frame, received, self.dropped, self.next_frame,
+                                after_outage=not self.temporal, decode_ms=decode_ms)
+
+    def _advance(self, result: FrameResult) -> FrameResult:
+        """Book the result, then hand a frame that is already waiting to the engine right away, so
+        the engine runs it while this mask is encoded and sent (a pipeline of two per session)."""
+        self.next_frame, self.temporal = result.frame + 1, result.temporal
+        if self._waiting is not None and not self._reset:
+            self._ahead = asyncio.ensure_future(self._step_waiting())
+            self._ahead.add_done_callback(_retrieve)
+        return result
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a look-ahead step's failure as seen: next_event re-raises it, unless the stream is gone."""
+    if not future.cancelled():
+        future.exception()
