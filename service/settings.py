@@ -87,3 +87,26 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """FastAPI dependency: settings from the environment. `create_app(settings)` overrides it."""
     return Settings()
+
+
+def settings_table() -> str:
+    """The settings as a markdown table (variable, default, meaning): the README's list is this output."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        if name == "model_store":
+            default = "`./model_store`, else the store beside the code"
+        elif field.default_factory is not None or field.default is None:
+            default = "none"
+        elif isinstance(field.default, SecretStr):
+            default = "none" if not field.default.get_secret_value() else "set"
+        elif isinstance(field.default, bool):
+            default = f"`{str(field.default).lower()}`"
+        else:
+            default = f"`{field.default}`"
+        meaning = (field.description or "").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| `VSOD_{name.upper()}` | {default} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

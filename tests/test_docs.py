@@ -1,0 +1,21 @@
+"""The README stays true to the code: its settings list is generated, its model figures measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from service.settings import settings_table
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_lists_every_setting_as_the_code_defines_it() -> None:
+    assert settings_table() in README, "regenerate the README's settings table: python -m service.settings"
+
+
+def test_readme_model_figures_match_the_default_models_manifest() -> None:
+    manifest = json.loads((ROOT / "model_store" / "vsod-student" / "manifest.json").read_text())
+    for key in ("s_measure", "max_f", "mean_e", "mae"):
+        assert f"{manifest['metrics'][key]:.4f}" in README, f"README lacks the manifest's {key}"
