@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from service.model.layers import ConvBNAct
+from service.model.layers import ConvBNAct, init_weights  # noqa: F401 (init_weights: shared with the student)
 
 
 @dataclass
@@ -133,14 +133,3 @@ class ConvGRUCell(nn.Module):
         candidate = torch.tanh(self.candidate(torch.cat([x, reset * h], dim=1)))
         return (1 - update) * h + update * candidate
 
-
-def init_weights(module: nn.Module) -> None:
-    """The student's initialisation (kaiming fan-out convs, unit batch norm), for the same reason."""
-    for child in module.modules():
-        if isinstance(child, nn.Conv2d):
-            nn.init.kaiming_normal_(child.weight, mode="fan_out")
-            if child.bias is not None:
-                nn.init.zeros_(child.bias)
-        elif isinstance(child, nn.BatchNorm2d):
-            nn.init.ones_(child.weight)
-            nn.init.zeros_(child.bias)

@@ -7,7 +7,6 @@ from there, frozen. The file's sha256 goes into the student's lineage and keys t
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from distill.runs import checkpoint_kind, load_checkpoint
+from service.model.store import sha256_of
 
 from .spatial import SpatialTeacher, SpatialTeacherConfig
 from .temporal import TemporalTeacher, TemporalTeacherConfig
@@ -30,13 +30,6 @@ def build_teacher(kind: str, config: dict[str, Any]) -> SpatialTeacher | Tempora
         return TemporalTeacher(TemporalTeacherConfig(**config))
     raise ValueError(f"not a teacher: {kind!r}")
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -62,7 +55,7 @@ def load_teacher(path: str | Path, expected: str | None = None) -> LoadedTeacher
     model = build_teacher(kind, checkpoint["model_config"])
     model.load_state_dict(checkpoint["model"])
     freeze(model)
-    info = {"path": str(path), "sha256": file_sha256(path), "kind": kind, "step": checkpoint["step"],
+    info = {"path": str(path), "sha256": sha256_of(path), "kind": kind, "step": checkpoint["step"],
             "model_config": checkpoint["model_config"], "training_seconds": round(checkpoint["training_seconds"], 1),
             "input_size": checkpoint["config"]["input_size"], "clip_len": checkpoint["config"]["clip_len"]}
     return LoadedTeacher(model, kind, info)

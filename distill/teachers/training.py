@@ -21,8 +21,9 @@ from torch import nn
 
 from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, load_checkpoint, run_training
 from distill.train import Trainer
+from service.model.store import sha256_of
 
-from .checkpoints import KINDS, file_sha256, load_teacher
+from .checkpoints import KINDS, load_teacher
 from .spatial import SpatialTeacher, SpatialTeacherConfig
 from .temporal import TemporalTeacher, TemporalTeacherConfig
 
@@ -73,7 +74,7 @@ class TeacherTrainer(Trainer):
         teacher: dict[str, Any] = {"kind": self.kind, "model_config": self.model.config.to_dict()}
         if config.init_from:
             path = Path(config.init_from)
-            teacher["init_from"] = {"path": str(path), "sha256": file_sha256(path)}
+            teacher["init_from"] = {"path": str(path), "sha256": sha256_of(path)}
         return {"teacher": teacher}
 
 

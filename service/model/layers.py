@@ -37,3 +37,19 @@ class ConvBNAct(nn.Sequential):
             layers.append(activation(inplace=True))
         super().__init__(*layers)
         self.out_channels = out_channels
+
+
+def init_weights(module: nn.Module) -> None:
+    """torchvision's MobileNetV2 initialisation: kaiming fan-out convs, unit batch norm.
+
+    PyTorch's default conv init shrinks activations through 17 blocks until the deep features (and
+    with them the inter-frame signal) vanish; the teachers use this too, for the same reason.
+    """
+    for child in module.modules():
+        if isinstance(child, nn.Conv2d):
+            nn.init.kaiming_normal_(child.weight, mode="fan_out")
+            if child.bias is not None:
+                nn.init.zeros_(child.bias)
+        elif isinstance(child, nn.BatchNorm2d):
+            nn.init.ones_(child.weight)
+            nn.init.zeros_(child.bias)

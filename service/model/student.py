@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from .decoder import SaliencyGuidedDecoder
 from .encoder import MobileNetV2Encoder
 from .interframe import InterFrameEncoder
+from .layers import init_weights
 
 ARCHITECTURE = "stkd-student"
 
@@ -64,19 +65,7 @@ class STKDStudent(nn.Module):
         self.decoder = SaliencyGuidedDecoder(channels, self.config.temporal_channels, self.config.decoder_channels)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # torchvision's MobileNetV2 init: PyTorch's default conv init shrinks activations through
-        # 17 blocks until the deep features (and with them the inter-frame signal) vanish.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_weights(self)
 
     def state_shape(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
         """Shape (C, h, w) of one frame's state for an input of (height, width)."""
