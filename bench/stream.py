@@ -123,23 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
     parser.add_argument("--frames", type=int, default=150, help="timed frames")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads, bare and server")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the bare model (and the server)")
+    parser.add_argument("--server-threads", type=int, help="the server's torch threads (default: --threads)")
     parser.add_argument("--inflight", type=int, default=1, help="frames the client keeps in flight (1: lockstep)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize the video's frames")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the sent frames")
     parser.add_argument("--redis", default=REDIS_URL, help="Redis URL for sessions ('none': in-process store)")
     parser.add_argument("--eager", action="store_true", help="VSOD_OPTIMIZE=false, bare model eager too")
     args = parser.parse_args(argv)
+    server_threads = args.server_threads or args.threads
 
     frames = video_frames(args.frames + args.warmup, size=tuple(args.size) if args.size else None)
     payloads = [jpeg(frame, args.quality) for frame in frames]
     bare = bench_bare(args, frames)
     prefix = redis_prefix()
-    settings: dict[str, object] = {"VSOD_MODEL": args.model, "VSOD_TORCH_THREADS": args.threads,
+    settings: dict[str, object] = {"VSOD_MODEL": args.model, "VSOD_TORCH_THREADS": server_threads,
                                    "VSOD_MAX_STREAM_FPS": 0, "VSOD_OPTIMIZE": str(not args.eager).lower()}
     if args.redis != "none":
         settings.update(VSOD_REDIS_URL=args.redis, VSOD_REDIS_PREFIX=prefix)
-    server = start_server(server_env(args, args.threads), **settings)
+    server = start_server(server_env(args, server_threads), **settings)
     try:
         stream = stream_frames(server.ws_url, payloads, args.warmup, args.inflight)
     finally:
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             delete_prefix(prefix)
     ratio = stream["fps"] / bare["fps"]  # type: ignore[operator]
     height, width = frames[0].shape[:2]
-    print(f"one stream, {width}x{height} JPEG q{args.quality} in, PNG out, {args.threads} threads, "
+    print(f"one stream, {width}x{height} JPEG q{args.quality} in, PNG out, {args.threads} threads "
+          f"(server {server_threads}), "
           f"inflight {args.inflight}, model {args.model} ({bare['mode']})")
     print(f"{'path':<22} {'frames/s':>9} {'ms/frame':>9}")
     print(f"{'bare model':<22} {bare['fps']:>9.1f} {bare['ms_per_frame']:>9.2f}")
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"round trip p50 {stream['rtt_ms_p50']:.2f} ms, mask {stream['mask_bytes'] / 1024:.1f} KiB, "
           f"dropped {stream['dropped']}; alone in this process: decode {bare['decode_ms']:.2f} ms, "
           f"PNG encode {bare['encode_ms']:.2f} ms")
-    results = {"model": args.model, "frame_size": [height, width], "threads": args.threads, "inflight": args.inflight,
+    results = {"model": args.model, "frame_size": [height, width], "threads": args.threads,
+               "server_threads": server_threads, "inflight": args.inflight,
                "frames": args.frames, "bare": {k: round(v, 3) if isinstance(v, float) else v for k, v in bare.items()},
                "stream": json.loads(json.dumps(stream, default=float)), "ratio": round(ratio, 3), "target": 0.8}
     print(summary("stream", args, results, argv))

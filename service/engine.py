@@ -103,12 +103,14 @@ ACTIVE_S = 1.0  # a session that sent a frame this recently counts as streaming 
 class Engine:
     def __init__(
         self, predictor: Predictor, sessions: SessionCache, metrics: Metrics | None = None, batch_size: int = 1,
-        batch_wait_ms: float = 0.0,
+        batch_wait_ms: float = 0.0, executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.predictor, self.sessions, self.batch_size = predictor, sessions, batch_size
         self.batch_wait_s = batch_wait_ms / 1000
         self.metrics = metrics or Metrics()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsod-infer")
+        # One thread for every model call (the engine owns it, and shuts it down on close). Pass the
+        # thread that loaded the model: see `inference_executor`.
+        self._executor = executor or inference_executor()
         self._queue: asyncio.Queue[_Op] | None = None
         self._carry: deque[_Op] = deque()  # taken from the queue but not batchable with the last op
         self._arrived = asyncio.Event()  # set on every submission: the batch window waits on it
@@ -329,6 +331,16 @@ class Engine:
     def _observe(self, source: str, start: float, frames: int) -> None:
         self.metrics.frames.labels(source).inc(frames)
         self.metrics.frame_seconds.labels(source).observe(time.perf_counter() - start)
+
+
+def inference_executor() -> ThreadPoolExecutor:
+    """The single thread a process should run all its torch work on, model loading included.
+
+    OpenMP (libgomp) gives each thread that starts parallel work its own team of workers; once two
+    threads have teams there are more OpenMP threads than cores on a 2-core box and libgomp stops
+    spinning between ops, which made 2-thread inference 2-3x slower (8 vs 21 ms a frame, 256x256).
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsod-infer")
 
 
 def _ms(seconds: float) -> float:

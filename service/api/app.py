@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from .. import __version__
 from ..auth import ApiKeys
-from ..engine import Engine
+from ..engine import Engine, inference_executor
 from ..job_store import JobStore, MemoryJobStore, RedisJobStore
 from ..jobs import JobRunner
 from ..metrics import Metrics, RequestMetrics
@@ -76,14 +76,22 @@ def _device(setting: str) -> str | None:
     return None if setting == "auto" else setting
 
 
+def _load(settings: Settings, store: ModelStore) -> Predictor:
+    if settings.torch_threads:  # a per-thread OpenMP setting: made on the thread that runs the model
+        torch.set_num_threads(settings.torch_threads)
+    predictor = Predictor.from_store(settings.model, store, _device(settings.device), settings.optimize)
+    # One throwaway frame, so the first client does not pay for lazy initialisation.
+    predictor.predict_image(np.zeros((32, 32, 3), np.uint8))
+    return predictor
+
+
 async def start_services(settings: Settings, metrics: Metrics) -> Services:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     store = ModelStore(settings.model_store)
-    predictor = await asyncio.to_thread(Predictor.from_store, settings.model, store, _device(settings.device),
-                                        settings.optimize)
-    # One throwaway frame, so the first client does not pay for lazy initialisation.
-    await asyncio.to_thread(predictor.predict_image, np.zeros((32, 32, 3), np.uint8))
+    # Loaded (and traced) on the engine's own thread, the only one that ever runs the model.
+    infer = inference_executor()
+    predictor = await asyncio.get_running_loop().run_in_executor(infer, _load, settings, store)
     redis: Redis | None = None
     session_cache: SessionCache
     job_store: JobStore
@@ -97,7 +105,7 @@ async def start_services(settings: Settings, metrics: Metrics) -> Services:
         job_store = MemoryJobStore(settings.job_ttl_s)
     spool = settings.spool_dir or Path(tempfile.mkdtemp(prefix="vsod-spool-"))
     spool.mkdir(parents=True, exist_ok=True)
-    engine = Engine(predictor, session_cache, metrics, settings.batch_size, settings.batch_wait_ms)
+    engine = Engine(predictor, session_cache, metrics, settings.batch_size, settings.batch_wait_ms, infer)
     await engine.start()
     runner = JobRunner(job_store, engine, spool, workers=settings.job_workers, chunk=settings.clip_chunk,
                        lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, metrics=metrics,
