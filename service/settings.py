@@ -31,9 +31,12 @@ class Settings(BaseSettings):
     model_store: Path = Field(default_factory=default_store_root, description="Folder holding <name>/manifest.json.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     torch_threads: int | None = Field(None, ge=1, description="Intra-op threads for CPU inference (None: torch's default).")
-    batch_size: int = Field(1, ge=1, description="Most frames of different sessions the engine runs in one forward pass.")
+    # 8 and 5 ms on the 2-core CPU (bench/RESULTS.md): a batch of 4 costs 2.7 ms a frame against 4.5
+    # alone, and lockstep sessions' next frames arrive a few ms apart (each mask is encoded and
+    # each frame decoded in turn), so a short window gathers them; a lone stream never waits.
+    batch_size: int = Field(8, ge=1, description="Most frames of different sessions the engine runs in one forward pass.")
     batch_wait_ms: float = Field(
-        0.0, ge=0, le=1000, description="How long a micro-batch may wait for frames of other active sessions "
+        5.0, ge=0, le=1000, description="How long a micro-batch may wait for frames of other active sessions "
         "(a lone stream never waits)."
     )
     optimize: bool = Field(
