@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from service.settings import settings_table
@@ -19,3 +20,9 @@ def test_readme_model_figures_match_the_default_models_manifest() -> None:
     manifest = json.loads((ROOT / "model_store" / "vsod-student" / "manifest.json").read_text())
     for key in ("s_measure", "max_f", "mean_e", "mae"):
         assert f"{manifest['metrics'][key]:.4f}" in README, f"README lacks the manifest's {key}"
+
+
+def test_readme_client_snippet_is_the_one_the_client_tests_run() -> None:
+    """tests/test_client.py runs docs/client.md's snippet verbatim; the README shows that same code."""
+    snippet = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "client.md").read_text(), re.S)
+    assert snippet is not None and snippet.group(1) in README
