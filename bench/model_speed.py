@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from service.model import ModelStore, STKDStudent, stkd_student  # noqa: E402
+from service.model import ModelStore, stkd_student  # noqa: E402
 from service.model.complexity import count_flops, count_parameters  # noqa: E402
 from service.model.runtime import StreamStep  # noqa: E402
 

@@ -212,3 +212,20 @@ async def next_json(connection: object) -> dict[str, object]:
     message = await connection.recv()  # type: ignore[attr-defined]
     assert isinstance(message, str), f"expected a text message, got {len(message)} bytes"
     return json.loads(message)
+
+
+async def text_messages_until_close(connection: object) -> list[dict[str, object]]:
+    """Every JSON message the server still sends until it closes the connection (binary ones skipped)."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+
+    messages: list[dict[str, object]] = []
+    try:
+        while True:
+            message = await connection.recv()  # type: ignore[attr-defined]
+            if isinstance(message, str):
+                messages.append(json.loads(message))
+    except ConnectionClosed:
+        pass
+    return messages

@@ -15,11 +15,20 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from websockets.exceptions import ConnectionClosed
 
 from service.limits import FrameRate, LimitExceeded, check_image, check_video, image_size, video_header
 from service.video import VideoError
-from tests.servers import Server, jpeg, moving_square_frames, next_json, open_stream, png, running_server, write_clip
+from tests.servers import (
+    Server,
+    jpeg,
+    moving_square_frames,
+    next_json,
+    open_stream,
+    png,
+    running_server,
+    text_messages_until_close,
+    write_clip,
+)
 
 LIMITS = {"max_upload_bytes": 300_000, "max_frame_bytes": 200_000, "max_frame_side": 256, "max_clip_frames": 12,
           "max_clip_seconds": 1.5, "max_stream_fps": 1}
@@ -191,14 +200,7 @@ def test_stream_limits(server: Server) -> None:
         await asyncio.sleep(1.2)
         await connection.send(frames[-1])
         await connection.send(json.dumps({"type": "close"}))
-        headers = []
-        try:
-            while True:
-                message = await connection.recv()
-                if isinstance(message, str):
-                    headers.append(json.loads(message))
-        except ConnectionClosed:
-            pass
+        headers = await text_messages_until_close(connection)
         return errors, headers
 
     errors, headers = asyncio.run(main())

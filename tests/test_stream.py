@@ -35,6 +35,7 @@ from tests.servers import (
     send_and_receive,
     start_server,
     stop_server,
+    text_messages_until_close,
 )
 
 LIMITS = {"max_frame_bytes": 300_000, "max_frame_side": 1024}
@@ -217,14 +218,7 @@ def test_a_burst_is_bounded_and_every_frame_is_accounted_for(server: Server) -> 
         for data in encoded:  # as fast as the socket takes them, reading nothing
             await connection.send(data)
         await connection.send(json.dumps({"type": "close"}))
-        headers = []
-        try:
-            while True:
-                message = await connection.recv()
-                if isinstance(message, str):
-                    headers.append(json.loads(message))
-        except ConnectionClosed:
-            pass
+        headers = await text_messages_until_close(connection)
         assert connection.close_code == 1000
         return headers
 
