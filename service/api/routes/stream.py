@@ -39,10 +39,11 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ...auth import QUERY, AuthError, scoped
-from ...engine import EngineClosed, FrameResult, StreamClosing, StreamHandle, StreamReset
+from ...engine import EngineClosed, FrameResult
 from ...limits import FrameRate, LimitExceeded, check_image
 from ...model import StateError
 from ...sessions import CacheUnavailable, valid_session_id
+from ...streams import StreamClosing, StreamHandle, StreamReset
 from ...video import VideoError, decode_image_bytes
 from ..deps import Services
 from ..errors import ws_error
