@@ -56,21 +56,25 @@ class Stage:
         return shlex.join(["vsod-train", *self.args])
 
 
-def budgets(quick: bool, scale: float) -> dict[str, Any]:
+def budgets(quick: bool, scale: float, overrides: dict[str, int | None]) -> dict[str, Any]:
     """Steps and sizes of every run. Full: the default model's recipe (256 px, 8 clips of 3 frames,
     1800 steps) for each student; the spatial teacher sees 24 single frames per step (the same frames
     per step as a student), the temporal teacher 8 clips of its 3-frame window, starting from the
-    spatial teacher."""
+    spatial teacher. `overrides` sets one kind of run's steps outright (e.g. to give the teachers a
+    larger share of a short budget than --scale would)."""
     if quick:
         return {"size": "64", "batch": 2, "spatial_batch": 6, "spatial_steps": 3, "temporal_steps": 3,
                 "student_steps": 3, "warmup": 1, "save_every": 2}
     steps = {"spatial_steps": 3000, "temporal_steps": 1500, "student_steps": 1800}
-    return {"size": "256", "batch": 8, "spatial_batch": 24, "warmup": 100, "save_every": 100,
-            **{k: max(1, round(v * scale)) for k, v in steps.items()}}
+    steps = {k: max(1, round((overrides.get(k) or v * scale))) for k, v in steps.items()}
+    return {"size": "256", "batch": 8, "spatial_batch": 24, "warmup": min(100, steps["temporal_steps"] // 3),
+            "save_every": 50, **steps}
 
 
 def stages(args: argparse.Namespace) -> list[Stage]:
-    out, b = args.out, budgets(args.quick, args.scale)
+    overrides = {"spatial_steps": args.spatial_steps, "temporal_steps": args.temporal_steps,
+                 "student_steps": args.student_steps}
+    out, b = args.out, budgets(args.quick, args.scale, overrides)
     runs, data_args = out / "runs", []
     threads = ["--threads", str(args.threads), "--no-progress", "--save-every", str(b["save_every"])]
     plan: list[Stage] = []
@@ -227,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per training run (default 2, quick 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget (e.g. 0.5 for half)")
+    for kind in ("spatial", "temporal", "student"):
+        parser.add_argument(f"--{kind}-steps", type=int, default=None,
+                            help=f"steps of the {kind} run{'s' if kind == 'student' else ''} (overrides --scale for it)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 64 px, 3 steps per run")
     parser.add_argument("--no-cache", action="store_true", help="do not keep teacher outputs on disk between runs")
     parser.add_argument("--keep-cache", action="store_true", help="keep the teacher cache after the distillation runs")

@@ -84,6 +84,20 @@ def test_masks_at_frame_size() -> None:
     assert all(m.dtype == np.uint8 for m in masks)
 
 
+def test_masks_round_like_the_reference_formula() -> None:
+    """The fast conversion gives the bytes of clip(rint(p * 255)), half levels (banker's rounding) included."""
+    import cv2
+
+    probabilities = torch.rand(2, 1, 64, 48)
+    probabilities[0, 0, :4, :4] = 0.5 / 255  # exactly half a level: rint rounds to even
+    probabilities[0, 0, 4:8, :4] = 1.5 / 255
+    probabilities[1, 0, :4, :4] = 1.0
+    sizes = [(64, 48), (150, 97)]
+    for mask, probability, (height, width) in zip(probabilities_to_masks(probabilities, sizes), probabilities, sizes):
+        resized = cv2.resize(probability[0].numpy(), (width, height), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(mask, np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8))
+
+
 def test_state_bytes_round_trip_and_refusals() -> None:
     features = np.random.default_rng(0).standard_normal((64, 11, 11)).astype(np.float32)
     state = StreamState("m@abc", (352, 352), 7, features)
