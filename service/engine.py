@@ -16,6 +16,14 @@ a newer frame replaces it (latest wins, counted as dropped), so nothing buffers 
 frame that is already waiting when a mask comes out goes to the engine at once, while that mask
 is encoded and sent: a client that keeps two frames in flight gets a pipeline, not a stall.
 
+Pipelining: the worker does not wait for a batch's states to be written back. As soon as the
+model returns, each stream learns its new state (`StepTicket.computed`) and the write-back runs
+beside the next batch; the mask is released (`StepTicket.result`) once its state is stored, so a
+mask never gets ahead of the state a reconnecting client would resume from. A stream's next frame
+that is handed over while that write is still pending carries the computed state with it
+(`context`) and skips the store read; any other frame reads the store after the pending writes of
+its session have landed. Writes go to the store in batch order.
+
 When the session cache is unavailable a stream's frames still run, each without temporal context
 (`FrameResult.temporal` False) and with its frame numbering kept; the first frame that reaches the
 cache again resumes the stored state if it is current, else starts a fresh context, and says so.
@@ -35,7 +43,7 @@ import numpy as np
 import torch
 
 from .metrics import Metrics
-from .model import Predictor, StateError
+from .model import Predictor, StateError, StreamState
 from .sessions import CacheUnavailable, SessionCache, SessionRecord
 
 if TYPE_CHECKING:
@@ -62,6 +70,23 @@ class FrameResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StreamContext:
+    """A stream's temporal context right after a frame, before (or while) it is written to the store."""
+
+    state: StreamState
+    created: float  # when the session was created (wall clock), kept in its record
+
+
+@dataclass
+class StepTicket:
+    """A submitted stream frame: `computed` resolves when the model has run (the session's new
+    context), `result` once that context is stored and the mask may go out."""
+
+    computed: asyncio.Future[StreamContext]
+    result: asyncio.Future[FrameResult]
+
+
 @dataclass
 class _Step:
     session_id: str
@@ -70,8 +95,10 @@ class _Step:
     dropped: int
     expected: int  # the frame index the client's view of the session expects next
     future: asyncio.Future[FrameResult] = field(repr=False)
+    computed: asyncio.Future[StreamContext] = field(repr=False)
     after_outage: bool = False  # the session's previous frame could not use the store
     decode_ms: float = 0.0
+    context: StreamContext | None = None  # the previous frame's context, when its write is still pending
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -119,6 +146,8 @@ class Engine:
         self._arrived = asyncio.Event()  # set on every submission: the batch window waits on it
         self._seen: dict[str, float] = {}  # session -> when its last frame was batched
         self._task: asyncio.Task[None] | None = None
+        self._storing: asyncio.Task[None] | None = None  # the latest batch's write-back (they run in order)
+        self._unstored: dict[str, int] = {}  # session -> its batches whose write-back has not finished
         self.metrics.track_queue(lambda: self.queue_depth)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -134,6 +163,8 @@ class Engine:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._storing is not None:  # masks already computed: store their states and answer them
+            await asyncio.gather(self._storing, return_exceptions=True)
         while op := self._next_nowait():
             if not op.future.done():
                 op.future.set_exception(EngineClosed("the server is shutting down"))
@@ -161,15 +192,23 @@ class Engine:
         self._submit(_Image(frame, time.perf_counter(), future))
         return (await future).mask
 
+    def submit_step(
+        self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0,
+        after_outage: bool = False, decode_ms: float = 0.0, context: StreamContext | None = None,
+    ) -> StepTicket:
+        """Queue the session's next frame; its state comes from `context` when given, else from the cache."""
+        loop = asyncio.get_running_loop()
+        ticket = StepTicket(loop.create_future(), loop.create_future())
+        ticket.computed.add_done_callback(retrieve)  # a failure is re-raised by `result`; seen once is enough
+        self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, ticket.result,
+                           ticket.computed, after_outage, decode_ms, context))
+        return ticket
+
     async def step(
         self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0,
-        after_outage: bool = False, decode_ms: float = 0.0,
     ) -> FrameResult:
         """The session's next frame: its state is read from the cache, advanced and written back."""
-        future: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
-        self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, future, after_outage,
-                           decode_ms))
-        return await future
+        return await self.submit_step(session_id, frame, received, dropped, expected).result
 
     async def reset(self, session_id: str) -> None:
         """Forget the session's temporal context, in order after any of its frames already queued."""
@@ -208,6 +247,7 @@ class Engine:
                 if isinstance(op, (_Step, _Image)):
                     batch = await self._collect(op)
                 if isinstance(op, _Reset):
+                    await self._stored(op.session_id)  # a write still pending must not recreate it
                     await self.sessions.delete(op.session_id)
                     _resolve(op.future, None)
                 elif isinstance(op, _Clip):
@@ -219,13 +259,11 @@ class Engine:
                     await self._run_frames(batch)  # type: ignore[arg-type]
             except asyncio.CancelledError:
                 for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(EngineClosed("the server is shutting down"))
+                    _fail(pending, EngineClosed("the server is shutting down"))
                 raise
             except Exception as error:  # one bad batch must not stop the worker
                 for failed in batch:
-                    if not failed.future.done():
-                        failed.future.set_exception(error)
+                    _fail(failed, error)
 
     async def _collect(self, first: _Step | _Image) -> list[_Op]:
         """Frames waiting now, one per session, up to batch_size, in order; then, within the batch
@@ -265,30 +303,40 @@ class Engine:
         return min(len(self._seen), self.batch_size)
 
     async def _run_frames(self, batch: Sequence[_Step | _Image]) -> None:
+        """Read the states the frames do not carry, run the model, hand each stream its new context,
+        and leave the write-back and the masks to `_store_and_answer`, beside the next batch."""
         started = time.perf_counter()
         steps = [op for op in batch if isinstance(op, _Step)]
-        ids = [s.session_id for s in steps]
-        for sid in ids:
-            self._seen[sid] = started
+        for op in steps:
+            self._seen[op.session_id] = started
+        reads = [op.session_id for op in steps if op.context is None]
+        for sid in reads:
+            await self._stored(sid)  # read after this session's own pending write, never before it
         try:
-            found, available = await self.sessions.get_many(ids), True
+            found, available = await self.sessions.get_many(reads), True
         except CacheUnavailable:  # the frames still run, without temporal context
-            found, available = [None] * len(ids), False
+            found, available = [None] * len(reads), False
         fetched = time.perf_counter()
-        records = dict(zip(ids, found))
-        states, notes = [], []
+        records = dict(zip(reads, found))
+        now = time.time()
+        states: list[StreamState | None] = []
+        notes: list[str | None] = []
+        created: list[float] = []
         for op in batch:
-            state, note = None, None
-            if isinstance(op, _Step):
+            state, note, born = None, None, now
+            if isinstance(op, _Step) and op.context is not None:
+                state, born = op.context.state, op.context.created
+            elif isinstance(op, _Step):
                 record = records[op.session_id]
                 current = record is not None and record.frame == op.expected
                 if not available or (op.after_outage and not current):
                     # A fresh context that keeps the client's frame numbering.
                     state = replace(self.predictor.new_state(), frame_index=op.expected)
                     note = RECOVERED if available else None
+                    born = record.created if record is not None else now
                 elif record is not None:
                     try:
-                        state = self.predictor.load_state(record.state)
+                        state, born = self.predictor.load_state(record.state), record.created
                     except StateError as error:  # another model or size: refuse it, restart, and say so
                         note = f"stored state refused ({error}); temporal context restarted at frame 0"
                         self.metrics.state_restarts.inc()
@@ -296,34 +344,59 @@ class Engine:
                     note = EXPIRED
             states.append(state)
             notes.append(note)
+            created.append(born)
         before_model = time.perf_counter()
         masks, new_states = await self._in_thread(self.predictor.step_batch, [op.frame for op in batch], states)
         inferred = time.perf_counter()
-        now = time.time()
-        writes = []
-        for op, state, new in zip(batch, states, new_states):
-            if isinstance(op, _Step):
-                old = records[op.session_id]
-                created = old.created if old is not None and state is not None else now
-                writes.append(
-                    SessionRecord(op.session_id, new.to_bytes(), new.frame_index, self.model_id, created, now, op.dropped)
-                )
-        saved = available
-        if available:
-            try:
-                await self.sessions.put_many(writes)
-            except CacheUnavailable:  # these masks are good; the next frames start without context
-                saved = False
-        stored = time.perf_counter()
-        shared = {"state_get": _ms(fetched - started), "model": _ms(inferred - before_model),
-                  "state_put": _ms(stored - inferred), "batch": len(batch)}
-        for op, mask, new, note in zip(batch, masks, new_states, notes):
-            source = "stream" if isinstance(op, _Step) else "image"
-            self._observe(source, op.received, 1)
-            dropped = op.dropped if isinstance(op, _Step) else 0
-            latency = (time.perf_counter() - op.received) * 1000
-            timings = {"decode": round(op.decode_ms, 2), "wait": _ms(started - op.submitted), **shared}
-            _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note, saved, timings))
+        for op, new, born in zip(batch, new_states, created):
+            if isinstance(op, _Step) and not op.computed.done():
+                op.computed.set_result(StreamContext(new, born))
+        timings = {"state_get": _ms(fetched - started), "model": _ms(inferred - before_model), "batch": len(batch)}
+        for sid in {op.session_id for op in steps}:
+            self._unstored[sid] = self._unstored.get(sid, 0) + 1
+        self._storing = asyncio.create_task(self._store_and_answer(
+            self._storing, batch, masks, new_states, notes, created, available, started, inferred, timings))
+
+    async def _store_and_answer(
+        self, previous: asyncio.Task[None] | None, batch: Sequence[_Step | _Image], masks: list[np.ndarray],
+        new_states: list[StreamState], notes: list[str | None], created: list[float], available: bool,
+        started: float, inferred: float, timings: dict[str, float],
+    ) -> None:
+        """Write the batch's states back (after the previous batch's), then release its masks."""
+        sessions = {op.session_id for op in batch if isinstance(op, _Step)}
+        try:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            now = time.time()
+            writes = [SessionRecord(op.session_id, new.to_bytes(), new.frame_index, self.model_id, born, now, op.dropped)
+                      for op, new, born in zip(batch, new_states, created) if isinstance(op, _Step)]
+            saved = available
+            if available and writes:
+                try:
+                    await self.sessions.put_many(writes)
+                except CacheUnavailable:  # these masks are good; the next frames start without context
+                    saved = False
+            shared = {**timings, "state_put": _ms(time.perf_counter() - inferred)}
+            for op, mask, new, note in zip(batch, masks, new_states, notes):
+                source = "stream" if isinstance(op, _Step) else "image"
+                self._observe(source, op.received, 1)
+                dropped = op.dropped if isinstance(op, _Step) else 0
+                latency = (time.perf_counter() - op.received) * 1000
+                frame_timings = {"decode": round(op.decode_ms, 2), "wait": _ms(started - op.submitted), **shared}
+                _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note, saved, frame_timings))
+        except Exception as error:  # e.g. the store failed in an unexpected way: these frames are lost
+            for op in batch:
+                _fail(op, error)
+        finally:
+            for sid in sessions:
+                self._unstored[sid] -= 1
+                if not self._unstored[sid]:
+                    del self._unstored[sid]
+
+    async def _stored(self, session_id: str) -> None:
+        """Wait until no write-back of this session is pending (writes finish in order)."""
+        if self._unstored.get(session_id) and self._storing is not None:
+            await asyncio.gather(self._storing, return_exceptions=True)
 
     def _infer_clip(self, frames: list[np.ndarray], previous: Any) -> tuple[list[np.ndarray], Any]:
         with torch.inference_mode():
@@ -355,3 +428,15 @@ def _ms(seconds: float) -> float:
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():  # the client may have gone away meanwhile
         future.set_result(value)
+
+
+def retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's failure as seen (someone else re-raises it), so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _fail(op: _Op, error: BaseException) -> None:
+    for future in (op.future, getattr(op, "computed", None)):
+        if future is not None and not future.done():
+            future.set_exception(error)

@@ -3,24 +3,29 @@
 The WebSocket reader offers frames and asks for resets and the close without ever waiting; the
 sender awaits `next_event`, so masks, reset acknowledgements and the close go out in the order the
 client asked for them. At most one frame waits per session: a newer one replaces it and is counted
-as dropped, so nothing buffers without bound. The frame after the one in flight is handed to the
-engine as soon as a mask comes back (a pipeline of two per session).
+as dropped, so nothing buffers without bound.
+
+Pipeline: at most two frames of a session are with the engine. A waiting frame is handed over as
+soon as the model has run the one before it (`StepTicket.computed`), together with that frame's
+new state, so the model runs it while the previous state is written back and its mask is encoded
+and sent. The stream's temporal state thus travels explicitly: store -> engine -> here -> engine,
+and the store always holds the state of every mask that went out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .sessions import CacheUnavailable
 
 if TYPE_CHECKING:
-    from .engine import Engine, FrameResult
+    from .engine import Engine, FrameResult, StepTicket, StreamContext
 
 
 @dataclass
@@ -48,13 +53,14 @@ class StreamHandle:
         self._waiting: tuple[np.ndarray, float, float] | None = None  # frame, arrival, decode ms
         self._reset = self._close = False
         self._wake = asyncio.Event()
-        self._ahead: asyncio.Future[FrameResult] | None = None  # the next frame, already with the engine
+        self._inflight: deque[StepTicket] = deque()  # with the engine, oldest first (at most two)
 
     def offer(self, frame: np.ndarray, received: float | None = None) -> bool:
         """Queue a frame; True when it replaced an older waiting one (which counts as dropped)."""
         replaced = self._drop_waiting()
         now = time.perf_counter()
         self._waiting = (frame, received or now, (now - received) * 1000 if received else 0.0)
+        self._chain()
         self._wake.set()
         return replaced
 
@@ -81,9 +87,18 @@ class StreamHandle:
 
     async def next_event(self) -> FrameResult | StreamReset | StreamClosing:
         while True:
-            if self._ahead is not None:  # sent before any reset or close still pending: answered first
-                ahead, self._ahead = self._ahead, None
-                return self._advance(await ahead)
+            if self._inflight:  # sent before any reset or close still pending: answered first
+                ticket = self._inflight[0]
+                try:
+                    result = await ticket.result
+                finally:  # popped only now, so the frame behind it can chain onto it meanwhile
+                    if self._inflight and self._inflight[0] is ticket:
+                        self._inflight.popleft()
+                self.next_frame, self.temporal = result.frame + 1, result.temporal
+                if self._waiting is not None and not self._reset and not self._inflight:
+                    self._submit_waiting(None)  # runs while this mask is encoded and sent
+                self._chain()
+                return result
             if self._reset:
                 self._reset = False
                 try:
@@ -93,31 +108,30 @@ class StreamHandle:
                 self.next_frame = 0
                 return StreamReset()
             if self._waiting is not None:
-                return self._advance(await self._step_waiting())
+                self._submit_waiting(None)
+                continue
             if self._close:
                 return StreamClosing()
             self._wake.clear()
             await self._wake.wait()
 
-    def _step_waiting(self) -> Coroutine[Any, Any, FrameResult]:
-        """The waiting frame's engine step, its arguments taken now (the coroutine may start later)."""
+    def _submit_waiting(self, context: StreamContext | None) -> None:
+        """Hand the waiting frame to the engine: with the previous frame's context while that one's
+        write-back is pending, else to read the session's state from the store."""
         assert self._waiting is not None
         frame, received, decode_ms = self._waiting
         self._waiting = None
-        return self.engine.step(self.session_id, frame, received, self.dropped, self.next_frame,
-                                after_outage=not self.temporal, decode_ms=decode_ms)
+        expected = context.state.frame_index if context is not None else self.next_frame
+        ticket = self.engine.submit_step(self.session_id, frame, received, self.dropped, expected,
+                                         after_outage=not self.temporal, decode_ms=decode_ms, context=context)
+        ticket.computed.add_done_callback(lambda _: self._chain())
+        self._inflight.append(ticket)
 
-    def _advance(self, result: FrameResult) -> FrameResult:
-        """Book the result, then hand a frame that is already waiting to the engine right away, so
-        the engine runs it while this mask is encoded and sent (a pipeline of two per session)."""
-        self.next_frame, self.temporal = result.frame + 1, result.temporal
-        if self._waiting is not None and not self._reset:
-            self._ahead = asyncio.ensure_future(self._step_waiting())
-            self._ahead.add_done_callback(_retrieve)
-        return result
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a look-ahead step's failure as seen: next_event re-raises it, unless the stream is gone."""
-    if not future.cancelled():
-        future.exception()
+    def _chain(self) -> None:
+        """Pipeline the waiting frame behind the newest in-flight one once the model has run it."""
+        if self._waiting is None or self._reset or len(self._inflight) != 1:
+            return
+        newest = self._inflight[-1]
+        if newest.computed.done() and not newest.computed.cancelled() and newest.computed.exception() is None \
+                and not newest.result.done():
+            self._submit_waiting(newest.computed.result())

@@ -259,6 +259,57 @@ def test_latest_frame_wins_in_the_engine(predictor: Predictor) -> None:
     assert np.array_equal(result.mask, predictor.step(frames[2])[0])
 
 
+class SlowStore(MemorySessionCache):
+    """The in-process store, with writes slowed down and every read and write counted."""
+
+    def __init__(self) -> None:
+        super().__init__(60)
+        self.reads: list[str] = []
+        self.writes: list[int] = []  # the frame index each written record resumes at
+
+    async def get_many(self, session_ids, refresh=True):  # type: ignore[no-untyped-def]
+        self.reads += session_ids
+        return await super().get_many(session_ids, refresh)
+
+    async def put_many(self, records):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.2)
+        await super().put_many(records)
+        self.writes += [r.frame for r in records]
+
+
+def test_next_frame_runs_while_the_previous_state_is_written(predictor: Predictor) -> None:
+    """A frame waiting behind one in flight goes to the model with that frame's computed state, before
+    its write-back ends (no store read); masks still leave in order, each after its state is stored."""
+    frames = moving_square_frames(3, seed=5)
+
+    async def main() -> tuple[list[FrameResult], SlowStore]:
+        store = SlowStore()
+        engine = Engine(predictor, store)
+        await engine.start()
+        try:
+            handle = engine.open_stream("s")
+            handle.offer(frames[0])
+            first = asyncio.create_task(handle.next_event())
+            while store.reads == []:  # frame 0 has reached the engine
+                await asyncio.sleep(0.001)
+            handle.offer(frames[1])
+            results = [await first, await handle.next_event()]
+            handle.offer(frames[2])  # nothing in flight now: read from the store, as after any pause
+            results.append(await handle.next_event())  # type: ignore[arg-type]
+            return results, store  # type: ignore[return-value]
+        finally:
+            await engine.close()
+
+    results, store = asyncio.run(main())
+    assert [r.frame for r in results] == [0, 1, 2] and all(r.temporal for r in results)
+    assert store.reads == ["s", "s"]  # frames 0 and 2; frame 1 carried frame 0's state
+    assert store.writes == [1, 2, 3]
+    mask0, state = predictor.step(frames[0])
+    mask1, state = predictor.step(frames[1], state)
+    mask2, _ = predictor.step(frames[2], state)
+    assert all(max_diff(r.mask, m) <= 1 for r, m in zip(results, [mask0, mask1, mask2]))
+
+
 def test_frames_of_several_sessions_batch_in_one_pass(predictor: Predictor) -> None:
     """With batch_size > 1 the worker runs waiting frames of different sessions (and images) together;
     each result equals that session's own step, and states round-trip through the cache per session."""
