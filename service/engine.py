@@ -99,6 +99,7 @@ class _Step:
     after_outage: bool = False  # the session's previous frame could not use the store
     decode_ms: float = 0.0
     context: StreamContext | None = None  # the previous frame's context, when its write is still pending
+    size: tuple[int, int] | None = None  # the mask's (height, width) when the frame was shrunk for the model
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -195,13 +196,15 @@ class Engine:
     def submit_step(
         self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0,
         after_outage: bool = False, decode_ms: float = 0.0, context: StreamContext | None = None,
+        size: tuple[int, int] | None = None,
     ) -> StepTicket:
-        """Queue the session's next frame; its state comes from `context` when given, else from the cache."""
+        """Queue the session's next frame; its state comes from `context` when given, else from the cache.
+        `size`: the mask's (height, width) when `frame` was already shrunk for the model."""
         loop = asyncio.get_running_loop()
         ticket = StepTicket(loop.create_future(), loop.create_future())
         ticket.computed.add_done_callback(retrieve)  # a failure is re-raised by `result`; seen once is enough
         self._submit(_Step(session_id, frame, received or time.perf_counter(), dropped, expected, ticket.result,
-                           ticket.computed, after_outage, decode_ms, context))
+                           ticket.computed, after_outage, decode_ms, context, size))
         return ticket
 
     async def step(
@@ -346,7 +349,8 @@ class Engine:
             notes.append(note)
             created.append(born)
         before_model = time.perf_counter()
-        masks, new_states = await self._in_thread(self.predictor.step_batch, [op.frame for op in batch], states)
+        sizes = [(op.size if isinstance(op, _Step) else None) or op.frame.shape[:2] for op in batch]
+        masks, new_states = await self._in_thread(self.predictor.step_batch, [op.frame for op in batch], states, sizes)
         inferred = time.perf_counter()
         for op, new, born in zip(batch, new_states, created):
             if isinstance(op, _Step) and not op.computed.done():

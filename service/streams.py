@@ -50,16 +50,18 @@ class StreamHandle:
         self.engine, self.session_id = engine, session_id
         self.next_frame, self.dropped = next_frame, dropped
         self.temporal = temporal  # False while the session store is unavailable to this stream
-        self._waiting: tuple[np.ndarray, float, float] | None = None  # frame, arrival, decode ms
+        self._waiting: tuple[np.ndarray, float, float, tuple[int, int] | None] | None = None  # frame, arrival,
+        # decode ms, and the mask's size when the frame was shrunk for the model
         self._reset = self._close = False
         self._wake = asyncio.Event()
         self._inflight: deque[StepTicket] = deque()  # with the engine, oldest first (at most two)
 
-    def offer(self, frame: np.ndarray, received: float | None = None) -> bool:
-        """Queue a frame; True when it replaced an older waiting one (which counts as dropped)."""
+    def offer(self, frame: np.ndarray, received: float | None = None, size: tuple[int, int] | None = None) -> bool:
+        """Queue a frame (its mask comes at `size`, else at the frame's own); True when it replaced an
+        older waiting one (which counts as dropped)."""
         replaced = self._drop_waiting()
         now = time.perf_counter()
-        self._waiting = (frame, received or now, (now - received) * 1000 if received else 0.0)
+        self._waiting = (frame, received or now, (now - received) * 1000 if received else 0.0, size)
         self._chain()
         self._wake.set()
         return replaced
@@ -119,11 +121,12 @@ class StreamHandle:
         """Hand the waiting frame to the engine: with the previous frame's context while that one's
         write-back is pending, else to read the session's state from the store."""
         assert self._waiting is not None
-        frame, received, decode_ms = self._waiting
+        frame, received, decode_ms, size = self._waiting
         self._waiting = None
         expected = context.state.frame_index if context is not None else self.next_frame
         ticket = self.engine.submit_step(self.session_id, frame, received, self.dropped, expected,
-                                         after_outage=not self.temporal, decode_ms=decode_ms, context=context)
+                                         after_outage=not self.temporal, decode_ms=decode_ms, context=context,
+                                         size=size)
         ticket.computed.add_done_callback(lambda _: self._chain())
         self._inflight.append(ticket)
 

@@ -9,10 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from service.model.processing import resize_image
 from service.video import (
     MaskVideoWriter,
     OverlayVideoWriter,
     VideoError,
+    decode_for_model,
     decode_image_bytes,
     encode_png,
     natural_key,
@@ -207,3 +209,41 @@ def test_real_sample_metadata_and_first_frames() -> None:
     ok, bgr = capture.read()
     capture.release()
     assert ok and np.abs(bgr[..., ::-1].astype(int) - first[0][1]).mean() < 2
+
+
+def exif_rotated(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an EXIF APP1 segment that holds only an Orientation tag."""
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01"
+    tiff += orientation.to_bytes(2, "big") + b"\x00\x00" + b"\x00\x00\x00\x00"
+    body = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_decode_for_model_equals_decode_then_resize() -> None:
+    """Without `scaled` (the default), and for every image `scaled` does not apply to, the frame the
+    model gets is exactly the full decode's resize, and the mask size is the image's own."""
+    rng = np.random.default_rng(3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (577, 767, 3), dtype=np.uint8), (0, 0), 2)
+    big_jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    cases = [(big_jpeg, False), (cv2.imencode(".png", image)[1].tobytes(), True),
+             (cv2.imencode(".jpg", image[:400, :500])[1].tobytes(), True),  # under twice 256 on one side
+             (exif_rotated(big_jpeg, 6), True)]  # rotated: the scaled decode would not match the header
+    for data, scaled in cases:
+        full = decode_image_bytes(data)
+        header = (577, 767) if data is not cases[2][0] else (400, 500)
+        frame, size = decode_for_model(data, (256, 256), header, scaled=scaled)
+        assert size == full.shape[:2]
+        assert np.array_equal(frame, resize_image(full, (256, 256)))
+    assert decode_image_bytes(cases[3][0]).shape[:2] == (767, 577)  # the EXIF tag was applied
+
+
+def test_scaled_jpeg_decode_keeps_the_picture() -> None:
+    """`scaled` decodes a big JPEG at 1/2 scale: the model input stays close to the full decode's."""
+    rng = np.random.default_rng(4)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (576, 768, 3), dtype=np.uint8), (0, 0), 3)
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    frame, size = decode_for_model(data, (256, 256), (576, 768), scaled=True)
+    reference = resize_image(decode_image_bytes(data), (256, 256))
+    assert size == (576, 768) and frame.shape == (256, 256, 3)
+    difference = np.abs(frame.astype(int) - reference.astype(int))
+    assert 0 < difference.mean() < 2 and difference.max() < 40

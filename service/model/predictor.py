@@ -58,9 +58,11 @@ class Predictor:
 
     @torch.inference_mode()
     def step_batch(
-        self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None]
+        self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None],
+        sizes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[list[np.ndarray], list[StreamState]]:
-        """One frame for each of several streams; a None state starts a new stream."""
+        """One frame for each of several streams; a None state starts a new stream. Masks come at
+        `sizes` (height, width) when given (frames already shrunk for the model), else at each frame's."""
         if len(frames) != len(states):
             raise ValueError("step_batch needs one state per frame")
         if not frames:
@@ -72,7 +74,7 @@ class Predictor:
         batch = frames_to_tensor(frames, self.input_size).to(self.device)
         previous, fresh = self._previous_tensor(states)
         logits, state_tensor = self.runtime(batch, previous, fresh)
-        masks = probabilities_to_masks(torch.sigmoid(logits), [f.shape[:2] for f in frames])
+        masks = probabilities_to_masks(torch.sigmoid(logits), sizes or [f.shape[:2] for f in frames])
         features = state_tensor.cpu().numpy()
         new_states = [
             StreamState(self.model_id, self.input_size, state.frame_index + 1, features[i].copy())

@@ -44,7 +44,7 @@ from ...limits import FrameRate, LimitExceeded, check_image
 from ...model import StateError
 from ...sessions import CacheUnavailable, valid_session_id
 from ...streams import StreamClosing, StreamHandle, StreamReset
-from ...video import VideoError, decode_image_bytes
+from ...video import VideoError, decode_for_model
 from ..deps import Services
 from ..errors import ws_error
 from ..schemas import StreamConfig
@@ -128,7 +128,7 @@ class Connection:
             await self.error("frame_too_large", f"the frame is {len(data)} bytes; the limit is {limits.max_frame_bytes}")
             return
         try:
-            check_image(data, limits.max_frame_side)  # the header's size, before decoding (bombs)
+            width, height = check_image(data, limits.max_frame_side)  # the header's size, before decoding (bombs)
         except LimitExceeded as error:
             await self.error(error.code, str(error))
             return
@@ -139,16 +139,16 @@ class Connection:
             self.handle.count_dropped()
             self.svc.metrics.rate_limited_frames.inc()
             return
-        try:
-            frame = await asyncio.to_thread(decode_image_bytes, data)
+        try:  # on a worker thread, resized for the model there: the model's thread only runs the network
+            frame, size = await asyncio.to_thread(decode_for_model, data, self.svc.predictor.input_size, (height, width),
+                                                  limits.scaled_jpeg_decode)
         except VideoError as error:
             await self.error("bad_frame", str(error))
             return
-        height, width = frame.shape[:2]
-        if max(height, width) > limits.max_frame_side:
-            await self.error("frame_too_large", f"the frame is {width}x{height}; the limit is {limits.max_frame_side} a side")
+        if max(size) > limits.max_frame_side:
+            await self.error("frame_too_large", f"the frame is {size[1]}x{size[0]}; the limit is {limits.max_frame_side} a side")
             return
-        self.handle.offer(frame, received)
+        self.handle.offer(frame, received, size)
 
     async def on_text(self, text: str) -> bool:
         """Handle a control message; False when the client asked to close."""
