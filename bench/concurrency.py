@@ -8,7 +8,9 @@ real server is started with Redis as the session store; N WebSocket sessions (on
 process, pre-encoded JPEG frames of vtest.avi, PNG masks back) stream in lockstep (each sends its
 next frame when its mask arrives) for --seconds after --warmup-s. Latency is the client's round
 trip per frame. `--pace F` instead sends F frames/s per session (a camera), which measures the
-latency at a load below saturation. The bare model's ms/frame (`Predictor.step`, batch 1, same
+latency at a load below saturation; each camera starts at its own random phase within the frame
+period (seeded: the same phases every run), as independent cameras do (`--same-phase`: all at once,
+the worst case: every tick brings one frame of each session together). The bare model's ms/frame (`Predictor.step`, batch 1, same
 threads) is measured first, in this process: the targets are batched/unbatched >= 1.3 at 16
 sessions and p95 at 4 sessions <= 3x the bare ms/frame. Prints a table, then one JSON line.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -54,7 +57,7 @@ def bare_ms(args: argparse.Namespace, frames: list) -> float:
 
 
 async def one_session(url: str, payloads: list[bytes], offset: int, start_at: float, stop_at: float,
-                      pace: float | None, latencies: list[float], batches: list[float]) -> int:
+                      pace: float | None, phase: float, latencies: list[float], batches: list[float]) -> int:
     from websockets.asyncio.client import connect
 
     done = 0
@@ -62,7 +65,7 @@ async def one_session(url: str, payloads: list[bytes], offset: int, start_at: fl
         json.loads(await ws.recv())
         await ws.send(json.dumps({"type": "config", "format": "png"}))
         await ws.recv()
-        index, next_send = offset, time.perf_counter()
+        index, next_send = offset, time.perf_counter() + phase
         while (now := time.perf_counter()) < stop_at:
             if pace:
                 await asyncio.sleep(max(0.0, next_send - now))
@@ -83,13 +86,14 @@ async def one_session(url: str, payloads: list[bytes], offset: int, start_at: fl
 
 
 async def load(url: str, payloads: list[bytes], sessions: int, warmup_s: float, seconds: float,
-               pace: float | None) -> dict[str, float]:
+               pace: float | None, same_phase: bool = False) -> dict[str, float]:
     latencies: list[float] = []
     batches: list[float] = []
     start_at = time.perf_counter() + warmup_s
     stop_at = start_at + seconds
+    phases = [0.0 if same_phase or not pace else random.Random(i).random() / pace for i in range(sessions)]
     counts = await asyncio.gather(*(
-        one_session(url, payloads, i * 7, start_at, stop_at, pace, latencies, batches) for i in range(sessions)
+        one_session(url, payloads, i * 7, start_at, stop_at, pace, phases[i], latencies, batches) for i in range(sessions)
     ))
     return {"sessions": sessions, "fps": sum(counts) / seconds, "p50_ms": percentile(latencies, 50),
             "p95_ms": percentile(latencies, 95), "mean_batch": sum(batches) / max(1, len(batches)),
@@ -103,7 +107,8 @@ def run_server(args: argparse.Namespace, payloads: list[bytes], batch_size: int,
                           VSOD_MAX_STREAM_FPS=0, VSOD_REDIS_URL=args.redis, VSOD_REDIS_PREFIX=prefix,
                           VSOD_BATCH_SIZE=batch_size, VSOD_BATCH_WAIT_MS=wait_ms)
     try:
-        return [asyncio.run(load(server.ws_url, payloads, n, args.warmup_s, args.seconds, pace)) for n in sessions]
+        return [asyncio.run(load(server.ws_url, payloads, n, args.warmup_s, args.seconds, pace, args.same_phase))
+                for n in sessions]
     finally:
         stop_server(server)
         delete_prefix(prefix)
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="the batched server's VSOD_BATCH_SIZE")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the batched server's VSOD_BATCH_WAIT_MS")
     parser.add_argument("--pace", type=float, help="frames/s per session instead of lockstep")
+    parser.add_argument("--same-phase", action="store_true", help="paced sessions all send at the same instants")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize the video's frames")
     parser.add_argument("--redis", default=REDIS_URL)
     parser.add_argument("--eager", action="store_true", help="VSOD_OPTIMIZE=false on both servers")
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: run_server(args, payloads, size, wait, args.sessions, args.pace)
                for name, (size, wait) in configs.items()}
     height, width = frames[0].shape[:2]
-    mode = f"paced {args.pace:g} frames/s per session" if args.pace else "lockstep"
+    mode = (f"paced {args.pace:g} frames/s per session, {'same' if args.same_phase else 'random'} phases"
+            if args.pace else "lockstep")
     print(f"{width}x{height} JPEG in, PNG out, {args.threads} threads, {mode}, model {args.model}; "
           f"bare model {bare:.2f} ms/frame; batched = batch {args.batch_size}, wait {args.batch_wait_ms:g} ms")
     print(f"{'engine':<10} {'sessions':>8} {'frames/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'batch':>6}")
