@@ -59,3 +59,28 @@ def test_closing_during_the_window_fails_the_waiting_frames(model_store: ModelSt
 
     outcomes = asyncio.run(main())
     assert all(type(o).__name__ == "EngineClosed" for o in outcomes), outcomes
+
+
+def test_window_does_not_wait_for_a_session_whose_frame_is_not_due(model_store: ModelStore) -> None:
+    """A session with a known rhythm whose next frame is overdue (a camera that stopped, or sends at
+    its own phase) is not waited for: with a window far longer than the test, waiting would hang."""
+    predictor = Predictor(*model_store.load("test-student"), device="cpu")
+    frames = moving_square_frames(4, seed=23)
+
+    async def main() -> FrameResult:
+        engine = Engine(predictor, MemorySessionCache(60), batch_size=4)
+        await engine.start()
+        try:
+            await engine.step("a", frames[0])
+            await engine.step("b", frames[1])
+            await asyncio.sleep(0.05)
+            await engine.step("b", frames[2])  # b's rhythm: a frame every ~0.05 s
+            await asyncio.sleep(0.3)  # b is now well past due, but still counts as streaming
+            engine.batch_wait_s = 600
+            assert engine._active_sessions() == 2  # by session count alone, a's frame would wait for b's
+            return await asyncio.wait_for(engine.step("a", frames[3]), 60)
+        finally:
+            await engine.close()
+
+    result = asyncio.run(main())
+    assert result.timings["batch"] == 1 and result.frame == 1
