@@ -32,10 +32,10 @@ from distill.losses import saliency_loss
 from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_training
 from distill.teacher_cache import TeacherCache, fingerprint
 from distill.teachers import LoadedTeacher, SpatialTeacher, TemporalTeacher, load_teacher
-from distill.train import VIRTUAL_SAMPLES, Trainer
+from distill.train import VIRTUAL_SAMPLES, Trainer, add_init_argument
 from service.model import StudentOutput
 
-DISTILL_FLAGS = (*CONFIG_FLAGS, "spatial_teacher", "temporal_teacher", "gt_weight", "skd_feature", "skd_map",
+DISTILL_FLAGS = (*CONFIG_FLAGS, "init_from", "spatial_teacher", "temporal_teacher", "gt_weight", "skd_feature", "skd_map",
                  "tkd_feature", "tkd_map", "kd_coarse", "kd_temperature")
 
 
@@ -217,6 +217,7 @@ def add_distill_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher-cache", default=None, metavar="DIR",
                         help="keep teacher outputs on disk, keyed by teacher file and sample stream; runs with the "
                         "same data, size, clip length, augmentation and seed reuse them")
+    add_init_argument(parser)
     parser.set_defaults(func=run_distill)
 
 

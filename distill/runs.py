@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     pretrained_encoder: str | None = None
+    init_from: str | None = None  # students: start from these weights (a checkpoint or a model-store folder)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:

@@ -179,6 +179,7 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
         (["--data", "{root}"], "--steps"),
         (["--data", "{root}", "--steps", "1", "--input-size", "100"], "multiples of 32"),
         (["--resume", "--steps", "1"], "checkpoint not found"),
+        (["--data", "{root}", "--steps", "1", "--init-from", "{missing}"], "neither a model-store folder"),
     ],
 )
 def test_cli_train_errors_are_one_line(args: list[str], needle: str, synth_root: Path, tmp_path: Path) -> None:
@@ -196,3 +197,29 @@ def test_cli_train_refuses_to_overwrite_a_run_and_to_change_a_resumed_one(synth_
     assert again.returncode == 1 and "--resume" in again.stderr
     changed = vsod_train("train", "--out", str(run), "--resume", "--steps", "2", "--lr", "0.1", "--no-progress")
     assert changed.returncode == 1 and "differs from the checkpoint" in changed.stderr
+
+
+def test_init_from_fine_tunes_a_stored_model_or_a_checkpoint(synth_root: Path, tmp_path: Path, model_store) -> None:  # type: ignore[no-untyped-def]
+    """`--init-from` starts the student from given weights (recorded in the lineage); a student of
+    another width is refused in one line."""
+    from service.model.store import WEIGHTS, sha256_of
+
+    stored = model_store.root / "test-student"
+    width = str(json.loads((stored / "manifest.json").read_text())["config"]["width_mult"])
+    run = tmp_path / "tuned"
+    done = vsod_train(*train_args(synth_root, run, "--steps", "1", "--lr", "1e-9", "--width-mult", width,
+                                  "--init-from", str(stored)))
+    assert done.returncode == 0, done.stderr
+    tuned = load_checkpoint(run / LAST)
+    original, _ = model_store.load("test-student")
+    # One step at a negligible learning rate: the weights (not BatchNorm's running statistics, which
+    # a training step moves) are still the stored model's.
+    parameters = dict(original.named_parameters())
+    assert all(torch.allclose(tuned["model"][k], v, atol=1e-6) for k, v in parameters.items())
+    assert tuned["lineage"]["init_from"]["sha256"] == sha256_of(stored / WEIGHTS)
+    again = vsod_train(*train_args(synth_root, tmp_path / "again", "--steps", "1", "--width-mult", width,
+                                   "--init-from", str(run / LAST)))
+    assert again.returncode == 0, again.stderr
+    other = vsod_train(*train_args(synth_root, tmp_path / "other", "--steps", "1", "--width-mult", "0.75",
+                                   "--init-from", str(stored)))
+    assert other.returncode == 1 and len(other.stderr.strip().splitlines()) == 1 and "width" in other.stderr
