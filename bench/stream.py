@@ -1,14 +1,17 @@
 """One live stream end to end (JPEG in, PNG out, through a real server and Redis) vs the bare model.
 
-    python bench/stream.py --model vsod-student            # 150 frames of vtest.avi, 2 threads
+    python bench/stream.py --model vsod-student --threads 1   # 150 frames of vtest.avi, lockstep and 2 in flight
     python bench/stream.py --model vsod-student --inflight 2 --frames 300
 
 The bare model is `Predictor.step` in this process on the same decoded frames (resize in, mask
 resize out, the same optimised graph the server runs), state carried frame to frame. The stream is
 one WebSocket session on a server started here (`python -m service.server`, Redis session store),
 frames sent as pre-encoded JPEG so the client costs next to nothing, masks asked for as PNG.
-`--inflight 1` is lockstep (next frame after the mask); `--inflight 2` keeps one frame waiting at
-the server, as a camera that sends at its own pace does (the server never drops it: one may wait).
+`--inflight 1` is lockstep (next frame after the mask: every stage in series, a latency figure);
+`--inflight 2` keeps one frame waiting at the server, as a camera that sends at its own pace does
+(the server never drops it: one may wait), so decoding, the state write-back and encoding overlap
+the model. Both run by default, one after the other on the same server, each against the same bare
+model figure; the issue's target (>= 0.8) is about a live camera, the 2-in-flight row.
 
 The per-frame split comes from the mask message's `timings_ms` (decode, wait, state_get, model,
 state_put, encode); transport = client round trip - (server latency + encode). Prints a table,
@@ -42,36 +45,30 @@ from common import (  # noqa: E402
 SPLIT = ("decode", "wait", "state_get", "model", "state_put", "encode")
 
 
-def bench_bare(args: argparse.Namespace, frames: list) -> dict[str, float]:
-    import cv2
-
-    from service.video import decode_image_bytes, encode_png
-
-    predictor = bare_predictor(args, args.threads)
-    state = None
-    for frame in frames[: args.warmup]:
-        _, state = predictor.step(frame, state)
+def bench_bare(predictor: object, frames: list) -> dict[str, float]:
+    """The bare model over the frames, its state carried from frame to frame: frames/s and ms/frame."""
     state = None
     start = time.perf_counter()
-    masks = []
-    for frame in frames[args.warmup :]:
-        mask, state = predictor.step(frame, state)
-        masks.append(mask)
+    for frame in frames:
+        _, state = predictor.step(frame, state)  # type: ignore[attr-defined]
     elapsed = time.perf_counter() - start
-    count = len(frames) - args.warmup
-    # What the server adds around the model, timed alone here for reference.
-    jpegs = [jpeg(f) for f in frames[: args.warmup]]
+    return {"fps": len(frames) / elapsed, "ms_per_frame": elapsed * 1000 / len(frames)}
+
+
+def codec_costs(predictor: object, frames: list) -> dict[str, float]:
+    """What the server adds around the model, timed alone in this process for reference."""
+    from service.video import decode_image_bytes, encode_png
+
+    jpegs = [jpeg(f) for f in frames]
+    masks = [predictor.step(f)[0] for f in frames]  # type: ignore[attr-defined]
     start = time.perf_counter()
     for data in jpegs:
         decode_image_bytes(data)
     decode_ms = (time.perf_counter() - start) * 1000 / len(jpegs)
     start = time.perf_counter()
-    for mask in masks[: args.warmup]:
+    for mask in masks:
         encode_png(mask)
-    encode_ms = (time.perf_counter() - start) * 1000 / min(len(masks), args.warmup)
-    del cv2
-    return {"fps": count / elapsed, "ms_per_frame": elapsed * 1000 / count, "mode": predictor.runtime.mode,
-            "decode_ms": decode_ms, "encode_ms": encode_ms}
+    return {"decode_ms": decode_ms, "encode_ms": (time.perf_counter() - start) * 1000 / len(masks)}
 
 
 def stream_frames(url: str, payloads: list[bytes], warmup: int, inflight: int) -> dict[str, object]:
@@ -117,54 +114,78 @@ def stream_frames(url: str, payloads: list[bytes], warmup: int, inflight: int) -
             "dropped": dropped, "batch": median([float(h["timings_ms"]["batch"]) for h in headers])}  # type: ignore[index]
 
 
+def _label(inflight: int) -> str:
+    return "lockstep" if inflight == 1 else f"{inflight} in flight"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vsod-student")
     parser.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
-    parser.add_argument("--frames", type=int, default=150, help="timed frames")
+    parser.add_argument("--frames", type=int, default=100, help="timed frames per round")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the bare model (and the server)")
     parser.add_argument("--server-threads", type=int, help="the server's torch threads (default: --threads)")
-    parser.add_argument("--inflight", type=int, default=1, help="frames the client keeps in flight (1: lockstep)")
+    parser.add_argument("--inflight", type=int, nargs="+", default=[1, 2],
+                        help="frames the client keeps in flight, one run each (1: lockstep; default 1 2)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize the video's frames")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the sent frames")
     parser.add_argument("--redis", default=REDIS_URL, help="Redis URL for sessions ('none': in-process store)")
     parser.add_argument("--eager", action="store_true", help="VSOD_OPTIMIZE=false, bare model eager too")
+    parser.add_argument("--rounds", type=int, default=5, help="bare/server rounds, interleaved (median ratio)")
+    parser.add_argument("--scaled-jpeg", action="store_true", help="VSOD_SCALED_JPEG_DECODE=true on the server")
     args = parser.parse_args(argv)
     server_threads = args.server_threads or args.threads
 
     frames = video_frames(args.frames + args.warmup, size=tuple(args.size) if args.size else None)
     payloads = [jpeg(frame, args.quality) for frame in frames]
-    bare = bench_bare(args, frames)
+    predictor = bare_predictor(args, args.threads)
+    bench_bare(predictor, frames[: args.warmup])  # warm-up
+    codecs = codec_costs(predictor, frames[: args.warmup])
     prefix = redis_prefix()
     settings: dict[str, object] = {"VSOD_MODEL": args.model, "VSOD_TORCH_THREADS": server_threads,
-                                   "VSOD_MAX_STREAM_FPS": 0, "VSOD_OPTIMIZE": str(not args.eager).lower()}
+                                   "VSOD_MAX_STREAM_FPS": 0, "VSOD_OPTIMIZE": str(not args.eager).lower(),
+                                   "VSOD_SCALED_JPEG_DECODE": str(args.scaled_jpeg).lower()}
     if args.redis != "none":
         settings.update(VSOD_REDIS_URL=args.redis, VSOD_REDIS_PREFIX=prefix)
     server = start_server(server_env(args, server_threads), **settings)
-    try:
-        stream = stream_frames(server.ws_url, payloads, args.warmup, args.inflight)
+    rounds: list[dict[str, object]] = []
+    try:  # rounds interleave the bare model and the server, so both see the machine in the same state
+        for _ in range(args.rounds):
+            bare = bench_bare(predictor, frames[args.warmup :])
+            streams = {n: stream_frames(server.ws_url, payloads, args.warmup, n) for n in args.inflight}
+            ratios = {n: float(stream["fps"]) / bare["fps"] for n, stream in streams.items()}  # type: ignore[arg-type]
+            rounds.append({"bare": bare, "streams": streams, "ratios": ratios})
     finally:
         stop_server(server)
         if args.redis != "none":
             delete_prefix(prefix)
-    ratio = stream["fps"] / bare["fps"]  # type: ignore[operator]
     height, width = frames[0].shape[:2]
+    mode = predictor.runtime.mode  # type: ignore[attr-defined]
     print(f"one stream, {width}x{height} JPEG q{args.quality} in, PNG out, {args.threads} threads "
-          f"(server {server_threads}), "
-          f"inflight {args.inflight}, model {args.model} ({bare['mode']})")
-    print(f"{'path':<22} {'frames/s':>9} {'ms/frame':>9}")
-    print(f"{'bare model':<22} {bare['fps']:>9.1f} {bare['ms_per_frame']:>9.2f}")
-    print(f"{'server end to end':<22} {stream['fps']:>9.1f} {1000 / stream['fps']:>9.2f}")  # type: ignore[operator]
-    print(f"ratio end-to-end / bare: {ratio:.3f} (target >= 0.8)")
-    print("per-frame split, median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stream["split_ms"].items()))  # type: ignore[union-attr]
-    print(f"round trip p50 {stream['rtt_ms_p50']:.2f} ms, mask {stream['mask_bytes'] / 1024:.1f} KiB, "
-          f"dropped {stream['dropped']}; alone in this process: decode {bare['decode_ms']:.2f} ms, "
-          f"PNG encode {bare['encode_ms']:.2f} ms")
-    results = {"model": args.model, "frame_size": [height, width], "threads": args.threads,
-               "server_threads": server_threads, "inflight": args.inflight,
-               "frames": args.frames, "bare": {k: round(v, 3) if isinstance(v, float) else v for k, v in bare.items()},
-               "stream": json.loads(json.dumps(stream, default=float)), "ratio": round(ratio, 3), "target": 0.8}
+          f"(server {server_threads}), model {args.model} ({mode}){', scaled JPEG decode' if args.scaled_jpeg else ''}")
+    print(f"{'round':<6} {'bare fps':>9} " + " ".join(f"{_label(n):>22}" for n in args.inflight))
+    for index, one in enumerate(rounds, 1):
+        cells = [f"{one['streams'][n]['fps']:>8.1f} fps = {one['ratios'][n]:.3f}x" for n in args.inflight]  # type: ignore[index]
+        print(f"{index:<6} {one['bare']['fps']:>9.1f} " + " ".join(f"{c:>22}" for c in cells))  # type: ignore[index]
+    medians = {n: median([one["ratios"][n] for one in rounds]) for n in args.inflight}  # type: ignore[index]
+    print("median end-to-end / bare: " + ", ".join(f"{_label(n)} {medians[n]:.3f}" for n in args.inflight)
+          + " (target >= 0.8 for a live camera: frames in flight)")
+    last = rounds[-1]["streams"]
+    for n in args.inflight:
+        stream = last[n]  # type: ignore[index]
+        print(f"per-frame split (last round), {_label(n)}, median ms: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in stream["split_ms"].items())
+              + f"; round trip p50 {stream['rtt_ms_p50']:.2f}, dropped {stream['dropped']}")
+    print(f"mask {last[args.inflight[0]]['mask_bytes'] / 1024:.1f} KiB; alone in this process: "  # type: ignore[index]
+          f"decode {codecs['decode_ms']:.2f} ms, PNG encode {codecs['encode_ms']:.2f} ms")
+    results = {"model": args.model, "mode": mode, "frame_size": [height, width], "threads": args.threads,
+               "server_threads": server_threads, "frames": args.frames, "scaled_jpeg": args.scaled_jpeg,
+               "codecs": {k: round(v, 3) for k, v in codecs.items()},
+               "rounds": json.loads(json.dumps([{"bare": r["bare"], "streams": {str(k): v for k, v in r["streams"].items()},  # type: ignore[attr-defined]
+                                                 "ratios": {str(k): round(v, 3) for k, v in r["ratios"].items()}}  # type: ignore[attr-defined]
+                                                for r in rounds], default=float)),
+               "ratios": {str(k): round(v, 3) for k, v in medians.items()}, "target": 0.8}
     print(summary("stream", args, results, argv))
     return 0
 
