@@ -312,12 +312,16 @@ class Engine:
 
     def _active_sessions(self) -> int:
         """Sessions batched in the last ACTIVE_S seconds (whose next frame may be worth a wait)."""
+        self._forget_idle()
+        return min(len(self._seen), self.batch_size)
+
+    def _forget_idle(self) -> None:
+        """Drop what the window knows of sessions idle for ACTIVE_S (so the maps stay bounded)."""
         cutoff = time.perf_counter() - ACTIVE_S
         for sid in [sid for sid, seen in self._seen.items() if seen < cutoff]:
             del self._seen[sid]
         for sid in [sid for sid, (last, _) in self._arrivals.items() if last < cutoff]:
             del self._arrivals[sid]
-        return min(len(self._seen), self.batch_size)
 
     def _due(self, batched: set[str], deadline: float) -> bool:
         """Whether another active session's next frame is due before the window closes: one whose
@@ -338,6 +342,7 @@ class Engine:
         and leave the write-back and the masks to `_store_and_answer`, beside the next batch."""
         started = time.perf_counter()
         steps = [op for op in batch if isinstance(op, _Step)]
+        self._forget_idle()
         for op in steps:
             self._seen[op.session_id] = started
         reads = [op.session_id for op in steps if op.context is None]

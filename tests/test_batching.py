@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from service.engine import Engine, FrameResult
+from service.engine import ACTIVE_S, Engine, FrameResult
 from service.model import ModelStore, Predictor
 from service.sessions import MemorySessionCache
 
@@ -84,3 +84,23 @@ def test_window_does_not_wait_for_a_session_whose_frame_is_not_due(model_store: 
 
     result = asyncio.run(main())
     assert result.timings["batch"] == 1 and result.frame == 1
+
+
+def test_the_window_forgets_idle_sessions(model_store: ModelStore) -> None:
+    """What the window keeps per session is dropped once the session is idle, unbatched engines too."""
+    predictor = Predictor(*model_store.load("test-student"), device="cpu")
+    frames = moving_square_frames(4, seed=29)
+
+    async def main() -> tuple[set[str], set[str]]:
+        engine = Engine(predictor, MemorySessionCache(60), batch_size=1)
+        await engine.start()
+        try:
+            for session, frame in zip("abc", frames):
+                await engine.step(session, frame)
+            await asyncio.sleep(ACTIVE_S + 0.1)
+            await engine.step("d", frames[3])
+            return set(engine._seen), set(engine._arrivals)
+        finally:
+            await engine.close()
+
+    assert asyncio.run(main()) == ({"d"}, {"d"})
