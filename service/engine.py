@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,6 +47,7 @@ import torch
 
 from .metrics import Metrics
 from .model import Predictor, StateError, StreamState
+from .model.processing import probability_to_mask
 from .sessions import CacheUnavailable, SessionCache, SessionRecord
 
 if TYPE_CHECKING:
@@ -61,7 +63,8 @@ class EngineClosed(RuntimeError):
 
 @dataclass
 class FrameResult:
-    mask: np.ndarray  # uint8 HxW at the frame's size
+    probability: np.ndarray  # float32 h x w at the model's output size
+    size: tuple[int, int]  # the mask's (height, width): the frame's own
     frame: int  # this frame's index in its session
     latency_ms: float  # arrival to mask
     dropped: int = 0  # frames of the session dropped so far
@@ -70,6 +73,13 @@ class FrameResult:
     # Where the time went, ms: decode, wait (queue + batch window), state_get, model, state_put; and
     # batch (frames in its forward pass). Streams send it with the mask (bench/stream.py reads it).
     timings: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """uint8 HxW at the frame's size. Made on first use, on the thread that asks (the stream's
+        encoder): resizing to the frame's size costs ~0.5 ms at 768x576, which the model's thread
+        would otherwise pay for every frame of every batch."""
+        return probability_to_mask(self.probability, self.size)
 
 
 @dataclass(frozen=True)
@@ -196,7 +206,8 @@ class Engine:
         """A still image: a one-frame stream with no stored state."""
         future: asyncio.Future[FrameResult] = asyncio.get_running_loop().create_future()
         self._submit(_Image(frame, time.perf_counter(), future))
-        return (await future).mask
+        result = await future
+        return await asyncio.to_thread(lambda: result.mask)
 
     def submit_step(
         self, session_id: str, frame: np.ndarray, received: float | None = None, dropped: int = 0, expected: int = 0,
@@ -383,7 +394,7 @@ class Engine:
             created.append(born)
         before_model = time.perf_counter()
         sizes = [(op.size if isinstance(op, _Step) else None) or op.frame.shape[:2] for op in batch]
-        masks, new_states = await self._in_thread(self.predictor.step_batch, [op.frame for op in batch], states, sizes)
+        probabilities, new_states = await self._in_thread(self.predictor.infer_batch, [op.frame for op in batch], states)
         inferred = time.perf_counter()
         for op, new, born in zip(batch, new_states, created):
             if isinstance(op, _Step) and not op.computed.done():
@@ -392,10 +403,12 @@ class Engine:
         for sid in {op.session_id for op in steps}:
             self._unstored[sid] = self._unstored.get(sid, 0) + 1
         self._storing = asyncio.create_task(self._store_and_answer(
-            self._storing, batch, masks, new_states, notes, created, available, started, inferred, timings))
+            self._storing, batch, list(zip(probabilities, sizes)), new_states, notes, created, available, started,
+            inferred, timings))
 
     async def _store_and_answer(
-        self, previous: asyncio.Task[None] | None, batch: Sequence[_Step | _Image], masks: list[np.ndarray],
+        self, previous: asyncio.Task[None] | None, batch: Sequence[_Step | _Image],
+        outputs: list[tuple[np.ndarray, tuple[int, int]]],
         new_states: list[StreamState], notes: list[str | None], created: list[float], available: bool,
         started: float, inferred: float, timings: dict[str, float],
     ) -> None:
@@ -414,13 +427,14 @@ class Engine:
                 except CacheUnavailable:  # these masks are good; the next frames start without context
                     saved = False
             shared = {**timings, "state_put": _ms(time.perf_counter() - inferred)}
-            for op, mask, new, note in zip(batch, masks, new_states, notes):
+            for op, (probability, size), new, note in zip(batch, outputs, new_states, notes):
                 source = "stream" if isinstance(op, _Step) else "image"
                 self._observe(source, op.received, 1)
                 dropped = op.dropped if isinstance(op, _Step) else 0
                 latency = (time.perf_counter() - op.received) * 1000
                 frame_timings = {"decode": round(op.decode_ms, 2), "wait": _ms(started - op.submitted), **shared}
-                _resolve(op.future, FrameResult(mask, new.frame_index - 1, latency, dropped, note, saved, frame_timings))
+                _resolve(op.future, FrameResult(probability, size, new.frame_index - 1, latency, dropped, note, saved,
+                                                frame_timings))
         except Exception as error:  # e.g. the store failed in an unexpected way: these frames are lost
             for op in batch:
                 _fail(op, error)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .processing import frames_to_tensor, probabilities_to_masks
+from .processing import frames_to_tensor, probabilities_to_masks, probability_to_mask
 from .runtime import StepRuntime
 from .state import StreamState
 from .store import Manifest, ModelStore
@@ -56,17 +56,26 @@ class Predictor:
         """Parse state bytes, refusing one made by another model or for another input size."""
         return StreamState.from_bytes(data, model_id=self.model_id, input_size=self.input_size)
 
-    @torch.inference_mode()
     def step_batch(
         self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None],
         sizes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[list[np.ndarray], list[StreamState]]:
         """One frame for each of several streams; a None state starts a new stream. Masks come at
         `sizes` (height, width) when given (frames already shrunk for the model), else at each frame's."""
+        probabilities, new_states = self.infer_batch(frames, states)
+        sizes = sizes or [f.shape[:2] for f in frames]
+        return [probability_to_mask(p, size) for p, size in zip(probabilities, sizes)], new_states
+
+    @torch.inference_mode()
+    def infer_batch(
+        self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None]
+    ) -> tuple[np.ndarray, list[StreamState]]:
+        """`step_batch` up to the probabilities (B, h, w float32 at the model's output size): the
+        network's part, which the engine runs on its model thread; masks are made elsewhere."""
         if len(frames) != len(states):
             raise ValueError("step_batch needs one state per frame")
         if not frames:
-            return [], []
+            return np.zeros((0, *self.input_size), np.float32), []
         states = [state or self.new_state() for state in states]
         for state in states:
             if state.model_id != self.model_id or tuple(state.input_size) != tuple(self.input_size):
@@ -74,13 +83,13 @@ class Predictor:
         batch = frames_to_tensor(frames, self.input_size).to(self.device)
         previous, fresh = self._previous_tensor(states)
         logits, state_tensor = self.runtime(batch, previous, fresh)
-        masks = probabilities_to_masks(torch.sigmoid(logits), sizes or [f.shape[:2] for f in frames])
+        probabilities = torch.sigmoid(logits).float().cpu().numpy()[:, 0]
         features = state_tensor.cpu().numpy()
         new_states = [
             StreamState(self.model_id, self.input_size, state.frame_index + 1, features[i].copy())
             for i, state in enumerate(states)
         ]
-        return masks, new_states
+        return probabilities, new_states
 
     def step(self, frame: np.ndarray, state: StreamState | None = None) -> tuple[np.ndarray, StreamState]:
         masks, states = self.step_batch([frame], [state])

@@ -103,11 +103,12 @@ class Connection:
     async def send_mask(self, result: FrameResult) -> None:
         config = self.config
         encoding = time.perf_counter()
-        body = await asyncio.to_thread(encode_mask, result.mask, config.format, config.threshold)
+        # `result.mask` is made on the encoding thread (resized there to the frame's size).
+        body = await asyncio.to_thread(lambda: encode_mask(result.mask, config.format, config.threshold))
         timings = {**result.timings, "encode": round((time.perf_counter() - encoding) * 1000, 2)}
         header: dict[str, object] = {
-            "type": "mask", "frame": result.frame, "width": int(result.mask.shape[1]),
-            "height": int(result.mask.shape[0]), "latency_ms": round(result.latency_ms, 2),
+            "type": "mask", "frame": result.frame, "width": int(result.size[1]),
+            "height": int(result.size[0]), "latency_ms": round(result.latency_ms, 2),
             "dropped": result.dropped, "format": config.format, "temporal": result.temporal, "timings_ms": timings,
         }
         if result.restarted:
