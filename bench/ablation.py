@@ -5,6 +5,8 @@
         --train-data /work/data/synth --train-data /work/data/synth2 --val-root /work/data/synth \
         > runs/ablation.out 2>&1 &
     python bench/ablation.py --out /tmp/ablation-quick --quick     # smoke run: every stage, a few steps
+    # the run reported in model_store/vsod-student/report.md (about 2 h here, with other jobs):
+    ... --spatial-steps 600 --temporal-steps 250 --student-steps 600
 
 Every command and budget is in `stages()` below, nothing elsewhere. The four students get the same
 budget (steps, batch, clip length, input size, learning rate, seed: the same initial weights and the
