@@ -268,8 +268,10 @@ def test_ablation_commands_are_valid_vsod_train_commands(quick: bool, tmp_path: 
     ablation = importlib.util.module_from_spec(spec)
     sys.modules["ablation"] = ablation  # its dataclasses look their module up while being defined
     spec.loader.exec_module(ablation)
+    student_steps = None if quick else 7  # a per-run override, as the reported run used
     args = argparse.Namespace(out=tmp_path, train_data=[], val_root=None, val_split="val", threads=1, seed=0, scale=1.0,
-                              quick=quick, no_cache=False)
+                              quick=quick, no_cache=False, spatial_steps=None, temporal_steps=None,
+                              student_steps=student_steps)
     plan = ablation.stages(args)
     parser = build_parser()
     for stage in plan:
@@ -278,5 +280,7 @@ def test_ablation_commands_are_valid_vsod_train_commands(quick: bool, tmp_path: 
     students = [parser.parse_args(s.args) for s in plan if s.name in ("student", "skd", "tkd", "skd-tkd")]
     budget = {(a.steps, a.batch, a.clip_len, a.input_size, a.lr, a.seed, tuple(a.data)) for a in students}
     assert len(students) == 4 and len(budget) == 1
+    if student_steps is not None:
+        assert students[0].steps == student_steps
     assert [bool(a.spatial_teacher) for a in students[1:]] == [True, False, True]
     assert [bool(a.temporal_teacher) for a in students[1:]] == [False, True, True]
