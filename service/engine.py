@@ -6,12 +6,9 @@ of up to `batch_size`), with their states fetched from the session cache in one 
 written back in one. The model itself runs on a dedicated thread, so the event loop never blocks
 and one model instance serves every session.
 
-Micro-batching: the worker takes every frame already waiting (one per session), and when fewer
-than the sessions streaming lately (seen in the last second) are in the batch it waits up to
-`batch_wait_ms` for theirs, so sessions in lockstep with their masks fall into one pass instead of
-trickling through one by one. It waits only for sessions whose next frame is due within the window
-by their own rhythm (last arrival + usual gap): cameras sending at their own phases are not waited
-for, since their frames would not come in time. A lone stream never waits: there is nobody to wait for.
+Micro-batching: the worker takes every frame already waiting (one per session), then waits up to
+`batch_wait_ms` for the frames of other sessions that `BatchWindow` says are due (service/batch_window.py),
+so sessions in lockstep with their masks share a pass. A lone stream never waits.
 
 Backpressure for live streams lives in `service.streams.StreamHandle`: at most one frame waits per session, and
 a newer frame replaces it (latest wins, counted as dropped), so nothing buffers without bound. A
@@ -45,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .batch_window import BatchWindow
 from .metrics import Metrics
 from .model import Predictor, StateError, StreamState
 from .model.processing import probability_to_mask
@@ -140,7 +138,6 @@ class _Clip:
 _Op = _Step | _Image | _Reset | _Clip
 
 
-ACTIVE_S = 1.0  # a session that sent a frame this recently counts as streaming (batch window)
 
 
 class Engine:
@@ -157,8 +154,7 @@ class Engine:
         self._queue: asyncio.Queue[_Op] | None = None
         self._carry: deque[_Op] = deque()  # taken from the queue but not batchable with the last op
         self._arrived = asyncio.Event()  # set on every submission: the batch window waits on it
-        self._seen: dict[str, float] = {}  # session -> when its last frame was batched
-        self._arrivals: dict[str, tuple[float, float | None]] = {}  # session -> its last frame's arrival, usual gap
+        self.window = BatchWindow(batch_size)  # which sessions a batch waits for
         self._task: asyncio.Task[None] | None = None
         self._storing: asyncio.Task[None] | None = None  # the latest batch's write-back (they run in order)
         self._unstored: dict[str, int] = {}  # session -> its batches whose write-back has not finished
@@ -199,7 +195,7 @@ class Engine:
             raise EngineClosed("the engine is not running")
         self._queue.put_nowait(op)
         if isinstance(op, _Step):
-            self._note_arrival(op.session_id)
+            self.window.arrived(op.session_id)
         self._arrived.set()
 
     async def predict_image(self, frame: np.ndarray) -> np.ndarray:
@@ -294,7 +290,7 @@ class Engine:
             op = self._next_nowait()
             if op is None:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0 or len(sessions) >= self._active_sessions() or not self._due(sessions, deadline):
+                if remaining <= 0 or not self.window.worth_waiting(sessions, deadline):
                     break
                 self._arrived.clear()
                 try:
@@ -314,48 +310,12 @@ class Engine:
                 break
         return batch
 
-    def _note_arrival(self, session_id: str) -> None:
-        now = time.perf_counter()
-        last, gap = self._arrivals.get(session_id, (None, None))
-        if last is not None:  # a running average, so one late frame does not throw the rhythm off
-            gap = now - last if gap is None else (gap + now - last) / 2
-        self._arrivals[session_id] = (now, gap)
-
-    def _active_sessions(self) -> int:
-        """Sessions batched in the last ACTIVE_S seconds (whose next frame may be worth a wait)."""
-        self._forget_idle()
-        return min(len(self._seen), self.batch_size)
-
-    def _forget_idle(self) -> None:
-        """Drop what the window knows of sessions idle for ACTIVE_S (so the maps stay bounded)."""
-        cutoff = time.perf_counter() - ACTIVE_S
-        for sid in [sid for sid, seen in self._seen.items() if seen < cutoff]:
-            del self._seen[sid]
-        for sid in [sid for sid, (last, _) in self._arrivals.items() if last < cutoff]:
-            del self._arrivals[sid]
-
-    def _due(self, batched: set[str], deadline: float) -> bool:
-        """Whether another active session's next frame is due before the window closes: one whose
-        rhythm is unknown yet, or whose last arrival plus its usual gap falls by then. Sessions in
-        lockstep with their masks fall due together; cameras at their own phases rarely do, and
-        waiting for them would only add latency (bench/concurrency.py --pace)."""
-        now = time.perf_counter()
-        for sid in self._seen:
-            if sid in batched:
-                continue
-            last, gap = self._arrivals.get(sid, (None, None))
-            if last is None or gap is None or now - gap / 2 <= last + gap <= deadline:
-                return True
-        return False
-
     async def _run_frames(self, batch: Sequence[_Step | _Image]) -> None:
         """Read the states the frames do not carry, run the model, hand each stream its new context,
         and leave the write-back and the masks to `_store_and_answer`, beside the next batch."""
         started = time.perf_counter()
         steps = [op for op in batch if isinstance(op, _Step)]
-        self._forget_idle()
-        for op in steps:
-            self._seen[op.session_id] = started
+        self.window.batched(op.session_id for op in steps)
         reads = [op.session_id for op in steps if op.context is None]
         for sid in reads:
             await self._stored(sid)  # read after this session's own pending write, never before it

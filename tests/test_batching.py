@@ -6,7 +6,8 @@ import asyncio
 
 import numpy as np
 
-from service.engine import ACTIVE_S, Engine, FrameResult
+from service.batch_window import ACTIVE_S
+from service.engine import Engine, FrameResult
 from service.model import ModelStore, Predictor
 from service.sessions import MemorySessionCache
 
@@ -77,7 +78,7 @@ def test_window_does_not_wait_for_a_session_whose_frame_is_not_due(model_store: 
             await engine.step("b", frames[2])  # b's rhythm: a frame every ~0.05 s
             await asyncio.sleep(0.3)  # b is now well past due, but still counts as streaming
             engine.batch_wait_s = 600
-            assert engine._active_sessions() == 2  # by session count alone, a's frame would wait for b's
+            assert engine.window.active_sessions() == 2  # by session count alone, a's frame would wait for b's
             return await asyncio.wait_for(engine.step("a", frames[3]), 60)
         finally:
             await engine.close()
@@ -99,7 +100,7 @@ def test_the_window_forgets_idle_sessions(model_store: ModelStore) -> None:
                 await engine.step(session, frame)
             await asyncio.sleep(ACTIVE_S + 0.1)
             await engine.step("d", frames[3])
-            return set(engine._seen), set(engine._arrivals)
+            return set(engine.window.seen), set(engine.window.arrivals)
         finally:
             await engine.close()
 
