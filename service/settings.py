@@ -44,10 +44,10 @@ class Settings(BaseSettings):
         "on CUDA (within 1e-3 of the eager model); false runs the eager float32 model."
     )
     # Off by default: on vtest.avi the masks' agreement with a lossless input (IoU at 0.5) fell from
-    # 0.82 (JPEG q90, full decode) to 0.70, about what sending q75 costs (0.65); bench/RESULTS.md.
+    # 0.82 (JPEG q90, full decode) to 0.70, about what sending q75 costs (0.65): 60 frames, default model.
     scaled_jpeg_decode: bool = Field(
         False, description="Decode stream JPEGs of at least twice the model's input size at 1/2-1/8 scale "
-        "(libjpeg's DCT scaling): ~1.5 ms less a 768x576 frame, slightly different masks."
+        "(libjpeg's DCT scaling): ~0.8 ms less a 768x576 frame in the server, slightly different masks."
     )
     clip_chunk: int = Field(8, ge=1, description="Frames per forward pass when processing an uploaded clip.")
 
