@@ -57,14 +57,11 @@ class Predictor:
         return StreamState.from_bytes(data, model_id=self.model_id, input_size=self.input_size)
 
     def step_batch(
-        self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None],
-        sizes: Sequence[tuple[int, int]] | None = None,
+        self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None]
     ) -> tuple[list[np.ndarray], list[StreamState]]:
-        """One frame for each of several streams; a None state starts a new stream. Masks come at
-        `sizes` (height, width) when given (frames already shrunk for the model), else at each frame's."""
+        """One frame for each of several streams; a None state starts a new stream; masks at each frame's size."""
         probabilities, new_states = self.infer_batch(frames, states)
-        sizes = sizes or [f.shape[:2] for f in frames]
-        return [probability_to_mask(p, size) for p, size in zip(probabilities, sizes)], new_states
+        return [probability_to_mask(p, f.shape[:2]) for p, f in zip(probabilities, frames)], new_states
 
     @torch.inference_mode()
     def infer_batch(
