@@ -16,13 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     # dependency only breaks the command that needs it.
     from distill import distill, evaluate, export, train
     from distill.data import synthetic
-    from distill.teachers import training as teachers
+    from distill.teachers import labelling, training as teachers
 
     parser = argparse.ArgumentParser(prog="vsod-train", description="Train, distil and evaluate vsod models.")
     commands = parser.add_subparsers(dest="command", required=True)
     synthetic.add_synth_command(commands)
     train.add_train_command(commands)
     teachers.add_teacher_command(commands)
+    labelling.add_label_commands(commands)
     distill.add_distill_command(commands)
     evaluate.add_eval_command(commands)
     export.add_export_command(commands)

@@ -313,7 +313,7 @@ def _write(path: Path, image: np.ndarray, params: list[int]) -> None:
     path.write_bytes(data.tobytes())
 
 
-def _merge_image_set(list_file: Path, lines: list[str], names: set[str]) -> None:
+def merge_image_set(list_file: Path, lines: list[str], names: set[str]) -> None:
     """Keep other sequences' lines (another split or seed may share the root), replace ours."""
     kept = []
     if list_file.is_file():
@@ -365,7 +365,7 @@ def generate_synthetic(
             _write(mask_dir / f"{t:05d}.png", mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_COMPRESSION, 3])
             lines.append(f"/JPEGImages/480p/{name}/{t:05d}.jpg /Annotations/480p/{name}/{t:05d}.png")
         names.append(name)
-    _merge_image_set(root / "ImageSets" / "480p" / f"{split}.txt", lines, set(names))
+    merge_image_set(root / "ImageSets" / "480p" / f"{split}.txt", lines, set(names))
     return names
 
 

