@@ -206,7 +206,7 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
         "flicker: the mask's mean change between consecutive frames whose ground truth changes by at most 0.5% "
         "of the pixels.",
     )
-    parser.add_argument("--dataset", default="davis", help="dataset layout: davis, davsod, segtrack, fbms, duts (default davis)")
+    parser.add_argument("--dataset", default="davis", help="dataset layout: davis, davsod, segtrack, fbms, duts, labelled (default davis)")
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--split", default=None, help="split to evaluate (e.g. val); default: the layout's default")
     parser.add_argument("--model", default=os.environ.get("VSOD_MODEL"), help="model name in the store (default $VSOD_MODEL)")

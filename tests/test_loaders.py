@@ -158,7 +158,7 @@ def test_duts_one_frame_sequences(tmp_path: Path) -> None:
 
 
 def test_clear_errors(tmp_path: Path) -> None:
-    assert set(DATASETS) == {"davis", "davsod", "segtrack", "fbms", "duts"}
+    assert set(DATASETS) == {"davis", "davsod", "segtrack", "fbms", "duts", "labelled"}
     with pytest.raises(ValueError, match="unknown dataset 'kitti'.*davis"):
         load_dataset("kitti", tmp_path)
     missing = tmp_path / "nowhere"

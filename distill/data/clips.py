@@ -4,6 +4,10 @@ Every clip shares one augmentation (flip, scale/crop, colour jitter), so motion 
 stays real motion. Images are resized with `service.model.processing.resize_image`, exactly as at
 inference. Randomness comes from (seed, epoch, index), so results do not depend on DataLoader workers,
 and without `augment` an index always gives the same clip.
+
+Masks are exact (bool, thresholded after every resample) or, for sequences marked `soft` (a teacher's
+maps), float32 in [0, 1] that every warp and resize keeps soft: the loss then learns the teacher's
+confidence, not a binarised copy of it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from torch.utils.data import Dataset
 
 from service.model.processing import resize_image
 
-from .sequences import VideoSequence, read_mask, read_rgb
+from .sequences import VideoSequence, read_mask, read_rgb, read_soft_mask
 
 Rng = np.random.Generator
 
@@ -93,13 +97,17 @@ class ClipDataset(Dataset):
         frames, masks, valid = [], [], []
         for i in indices:
             frame = read_rgb(sequence.frames[i])
-            if i in sequence.masks:
+            if i in sequence.masks and sequence.soft:
+                mask = read_soft_mask(sequence.masks[i])
+                if mask.shape != frame.shape[:2]:
+                    mask = cv2.resize(mask, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+            elif i in sequence.masks:
                 mask = read_mask(sequence.masks[i])
                 if mask.shape != frame.shape[:2]:
                     size = (frame.shape[1], frame.shape[0])
                     mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
             else:
-                mask = np.zeros(frame.shape[:2], bool)
+                mask = np.zeros(frame.shape[:2], np.float32 if sequence.soft else bool)
             frames.append(frame)
             masks.append(mask)
             valid.append(i in sequence.masks)
@@ -109,14 +117,21 @@ class ClipDataset(Dataset):
         if self.augment:
             frames, masks = _augment(frames, masks, rng)
         frame_tensor = np.stack([resize_image(f, self.input_size) for f in frames])
-        # Area-average the mask when shrinking, then threshold: thin parts survive better than nearest.
-        mask_tensor = np.stack([resize_image(m.astype(np.uint8) * 255, self.input_size) > 127 for m in masks])
+        mask_tensor = np.stack([_resize_mask(m, self.input_size) for m in masks])
         return {
             "frames": torch.from_numpy(frame_tensor).permute(0, 3, 1, 2).float().div_(255.0),
             "masks": torch.from_numpy(mask_tensor[:, None].astype(np.float32)),
             "valid": torch.tensor(valid, dtype=torch.bool),
             "name": sequence.name,
         }
+
+
+def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A mask at the input size: exact masks area-averaged then thresholded (thin parts survive better
+    than with nearest), soft maps area-averaged and kept soft."""
+    if mask.dtype == bool:
+        return resize_image(mask.astype(np.uint8) * 255, size) > 127
+    return np.clip(resize_image(mask, size), 0.0, 1.0)
 
 
 def _jitter_copies(frame: np.ndarray, mask: np.ndarray, count: int, rng: Rng) -> tuple[list, list]:
@@ -128,8 +143,11 @@ def _jitter_copies(frame: np.ndarray, mask: np.ndarray, count: int, rng: Rng) ->
         matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
         matrix[:, 2] += rng.uniform(-0.04, 0.04, 2) * (width, height)
         frames.append(cv2.warpAffine(frame, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101))
-        warped = cv2.warpAffine(mask.astype(np.uint8) * 255, matrix, (width, height), borderValue=0)
-        masks.append(warped > 127)
+        if mask.dtype == bool:
+            warped = cv2.warpAffine(mask.astype(np.uint8) * 255, matrix, (width, height), borderValue=0)
+            masks.append(warped > 127)
+        else:
+            masks.append(cv2.warpAffine(mask, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0))
     return frames, masks
 
 

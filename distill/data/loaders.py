@@ -5,7 +5,9 @@
 - DAVIS-2017: `ImageSets/2017/<split>.txt` (or `2016/`) with sequence names; palette annotations binarised;
 - DAVSOD, SegTrack-V2, FBMS as repackaged for VSOD: `<seq>/Imgs` + `GT_object_level` (or `ground-truth`),
   masks matched to frames by file stem, sparse ground truth allowed;
-- DUTS-TR: `DUTS-TR-Image/*.jpg` + `DUTS-TR-Mask/*.png`, each image a one-frame sequence.
+- DUTS-TR: `DUTS-TR-Image/*.jpg` + `DUTS-TR-Mask/*.png`, each image a one-frame sequence;
+- labelled: the DAVIS-2016 layout that `vsod-train label` writes, its annotations a teacher's soft maps,
+  which training reads as soft targets in [0, 1] (`VideoSequence.soft`) instead of binarising them.
 """
 
 from __future__ import annotations
@@ -221,6 +223,21 @@ def load_duts(root: Path | str) -> list[VideoSequence]:
     return sequences
 
 
+# ------------------------------------------------------------------------------------------ labelled
+
+
+def load_labelled(root: Path | str, split: str | None = "val") -> list[VideoSequence]:
+    """A teacher-labelled root (`vsod-train label`): DAVIS-2016 layout, masks kept soft for training.
+
+    Evaluation code that reads masks with `read_mask` still binarises them (at half range), as it
+    does any ground truth; only training (`ClipDataset`) honours `soft`.
+    """
+    sequences = load_davis(_require_root(root, "labelled"), split)
+    for sequence in sequences:
+        sequence.soft = True
+    return sequences
+
+
 # ------------------------------------------------------------------------------------------ registry
 
 DATASETS: dict[str, Callable[..., list[VideoSequence]]] = {
@@ -229,10 +246,12 @@ DATASETS: dict[str, Callable[..., list[VideoSequence]]] = {
     "segtrack": load_segtrack_v2,
     "fbms": load_fbms,
     "duts": load_duts,
+    "labelled": load_labelled,
 }
 ALIASES = {
     "davis2016": "davis", "davis-2016": "davis", "davis2017": "davis", "davis-2017": "davis", "synthetic": "davis",
     "segtrack-v2": "segtrack", "segtrackv2": "segtrack", "segv2": "segtrack", "duts-tr": "duts",
+    "labeled": "labelled", "teacher": "labelled",
 }
 SPLITLESS = {"segtrack", "duts"}
 

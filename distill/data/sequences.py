@@ -1,4 +1,4 @@
-"""One in-memory description of a video with (possibly sparse) ground truth, and the two readers.
+"""One in-memory description of a video with (possibly sparse) ground truth, and its readers.
 
 Every loader, real or synthetic, ends in a list of `VideoSequence`, so training and evaluation never
 care which benchmark's folder layout the frames came from.
@@ -24,6 +24,8 @@ class VideoSequence:
     name: str
     frames: list[Path]
     masks: dict[int, Path] = field(default_factory=dict)
+    # Soft targets (a teacher's maps, 8-bit): read with `read_soft_mask`, never binarised for training.
+    soft: bool = False
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -92,3 +94,30 @@ def read_mask(path: Path | str) -> np.ndarray:
         return array > 0
     threshold = 32767 if array.dtype != np.uint8 and peak > 255 else 127
     return array > threshold
+
+
+def read_soft_mask(path: Path | str) -> np.ndarray:
+    """float32 HxW in [0, 1]: a soft map (a teacher's saliency as 8- or 16-bit grey) kept soft.
+
+    Colour files take their channel maximum, as `read_mask` does; palette files are label indices,
+    so they are read as exact masks (0 or 1).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "1"):
+                return read_mask(path).astype(np.float32)
+            if image.mode in ("LA", "RGBA", "PA"):
+                image = image.convert("RGB" if image.mode == "RGBA" else "L")
+            array = np.asarray(image)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ValueError(f"cannot read mask {path}: {error}") from error
+    if array.ndim == 3:
+        array = array.max(axis=2)
+    if array.size == 0:
+        raise ValueError(f"cannot read mask {path}: empty image")
+    full_scale = 255.0 if array.dtype == np.uint8 else 65535.0 if array.dtype == np.uint16 else None
+    if full_scale is None:  # 32-bit grey ("I"): 16-bit content as Pillow reads it
+        full_scale = 65535.0 if int(array.max()) > 255 else 255.0
+    return np.clip(array.astype(np.float32) / np.float32(full_scale), 0.0, 1.0)
