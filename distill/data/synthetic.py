@@ -9,11 +9,17 @@ camouflaged object cut from the background itself, so only its motion gives it a
 Saliency is thus defined by contrast plus independent motion, which is what the student must learn
 from colour and from the previous frame. Deterministic by seed: sequence i of a split draws from
 SeedSequence([seed, crc32(split), i]), so a clip never depends on how many others were generated.
+
+With `CompositeAssets` (`--cutouts ROOT --backgrounds DIR...`), the same scenes are built from real
+objects (cut out by a teacher's soft maps) over real backgrounds: "composite" clips, named `cmp-...`,
+drawn from their own seed stream. Camouflage stays in the plain clips: a real object is not cut from
+its own background.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import zlib
@@ -25,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import textures as tx
+from .composites import CompositeAssets
 
 Rng = np.random.Generator
 
@@ -211,13 +218,17 @@ def _trajectory(rng: Rng, size: tuple[int, int], radius: float, steps: int, mode
     return start, end
 
 
-def sample_scene(rng: Rng, size: tuple[int, int], steps: int) -> Scene:
-    """One random clip description; rendering it is deterministic."""
+def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeAssets | None = None) -> Scene:
+    """One random clip description; rendering it is deterministic. With `assets`, its background and
+    salient objects are real (a composite); everything else is drawn the same way."""
     height, width = size
     short = float(min(height, width))
     canvas_h, canvas_w = int(height * 1.5) + 8, int(width * 1.5) + 8
-    camouflage = rng.random() < 0.08
-    background = tx.background(rng, canvas_h, canvas_w, busy=camouflage)
+    camouflage = rng.random() < 0.08 and assets is None
+    if assets is None:
+        background = tx.background(rng, canvas_h, canvas_w, busy=camouflage)
+    else:
+        background = assets.background(rng, canvas_h, canvas_w)
     reference = tx.colour_samples(background)
 
     margin = np.array([(canvas_w - width) / 2.0, (canvas_h - height) / 2.0])
@@ -248,7 +259,10 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int) -> Scene:
     for index in range(count):
         radius = short * rng.uniform(0.16, 0.36) * (1.0, 0.78, 0.62)[count - 1]
         n = max(12, int(2 * radius * 1.1))
-        alpha = tx.silhouette(rng, tx.choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
+        if assets is None:
+            alpha = tx.silhouette(rng, tx.choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
+        else:
+            rgb, alpha = assets.cutout(rng, n)
         mode = "stay"
         if index == 0 and not camouflage and rng.random() < 0.25:
             mode = str(rng.choice(["leave", "enter", "partial"]))
@@ -258,7 +272,7 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int) -> Scene:
             rgb = _patch(background, centre + rng.uniform(-1, 1, 2) * margin * 0.8, n)
             if np.linalg.norm(end - start) < 1.5 * steps:
                 end = start + rng.choice([-1, 1], 2) * 1.5 * steps / np.sqrt(2)
-        else:
+        elif assets is None:
             rgb = tx.object_texture(rng, n, reference)
         layer = Layer(rgb, alpha, True, False, start, end)
         layer.wobble = rng.uniform(0, 0.06, 2) * short
@@ -298,12 +312,16 @@ def _patch(canvas: np.ndarray, centre: np.ndarray, n: int) -> np.ndarray:
 SPLIT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
-def sequence_rng(seed: int, split: str, index: int) -> Rng:
-    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(split.encode()), index]))
+COMPOSITE_STREAM = 1  # composites draw from SeedSequence([seed, crc32(split), i, 1]): never a plain clip's
 
 
-def sequence_name(split: str, seed: int, index: int) -> str:
-    return f"syn-{split}-s{seed}-{index:04d}"
+def sequence_rng(seed: int, split: str, index: int, composite: bool = False) -> Rng:
+    entropy = [seed, zlib.crc32(split.encode()), index, *([COMPOSITE_STREAM] if composite else [])]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def sequence_name(split: str, seed: int, index: int, composite: bool = False) -> str:
+    return f"{'cmp' if composite else 'syn'}-{split}-s{seed}-{index:04d}"
 
 
 def _write(path: Path, image: np.ndarray, params: list[int]) -> None:
@@ -335,11 +353,13 @@ def generate_synthetic(
     size: tuple[int, int] = (270, 480),
     split: str = "train",
     progress: bool = False,
+    assets: CompositeAssets | None = None,
 ) -> list[str]:
     """Write `num_sequences` clips into `root` in the DAVIS-2016 layout; returns their names.
 
     Frames are JPEG (quality 95), masks 8-bit PNG (0/255), and `ImageSets/480p/<split>.txt` is merged,
-    so train and val splits can share one root. Same arguments, same bytes.
+    so train and val splits can share one root. Same arguments, same bytes. With `assets`, composite
+    clips (real objects over real backgrounds), whose sources `composites.json` in the root records.
     """
     if num_sequences < 1 or frames_per_sequence < 1:
         raise ValueError("need at least one sequence of at least one frame")
@@ -352,9 +372,10 @@ def generate_synthetic(
     root = Path(root)
     size = (int(size[0]), int(size[1]))
     names, lines = [], []
+    composite = assets is not None
     for index in tqdm(range(num_sequences), desc=f"synth {split}", unit="seq", disable=not progress):
-        name = sequence_name(split, seed, index)
-        scene = sample_scene(sequence_rng(seed, split, index), size, frames_per_sequence)
+        name = sequence_name(split, seed, index, composite)
+        scene = sample_scene(sequence_rng(seed, split, index, composite), size, frames_per_sequence, assets)
         image_dir, mask_dir = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
         for folder in (image_dir, mask_dir):
             shutil.rmtree(folder, ignore_errors=True)  # a rerun with fewer frames leaves no stale files
@@ -366,7 +387,18 @@ def generate_synthetic(
             lines.append(f"/JPEGImages/480p/{name}/{t:05d}.jpg /Annotations/480p/{name}/{t:05d}.png")
         names.append(name)
     merge_image_set(root / "ImageSets" / "480p" / f"{split}.txt", lines, set(names))
+    if assets is not None:
+        record_sources(root / "composites.json", f"{split}-s{seed}", assets.sources)
     return names
+
+
+def record_sources(path: Path, key: str, sources: dict) -> None:
+    """Where one split's composites came from, beside other splits' records (lineage of the data)."""
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    records[key] = sources
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(records, indent=2) + "\n")
+    temporary.replace(path)
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -391,10 +423,21 @@ def add_synth_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=parse_size, default=(270, 480), help="frame HEIGHTxWIDTH (default 270x480)")
     parser.add_argument("--split", default="train", help="image-set name, e.g. train or val (default train)")
+    parser.add_argument("--cutouts", type=Path, default=None, metavar="ROOT",
+                        help="composites: cut objects out of this teacher-labelled root (`vsod-train label` on photos); "
+                        "needs --backgrounds")
+    parser.add_argument("--cutout-split", default="train", help="split of the --cutouts root (default train)")
+    parser.add_argument("--backgrounds", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="composites: raster backgrounds (jpg, png, webp) under these folders, e.g. "
+                        "/usr/share/backgrounds /usr/share/desktop-base")
     parser.set_defaults(func=run_synth)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    names = generate_synthetic(args.out, args.sequences, args.frames, args.seed, args.size, args.split, progress=True)
+    if (args.cutouts is None) != (args.backgrounds is None):
+        raise ValueError("composites need both --cutouts ROOT and --backgrounds DIR...")
+    assets = CompositeAssets.load(args.cutouts, args.backgrounds, args.cutout_split) if args.cutouts else None
+    names = generate_synthetic(args.out, args.sequences, args.frames, args.seed, args.size, args.split, progress=True,
+                               assets=assets)
     print(f"wrote {len(names)} sequences x {args.frames} frames ({args.split}) to {args.out}")
     return 0
