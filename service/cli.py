@@ -23,6 +23,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from service.process import apply_thread_policy, listen
+
 DEFAULT_MODEL = "vsod-student"
 FORMATS = ("png", "mp4", "overlay")
 
@@ -42,16 +44,6 @@ def default_model() -> str:
     return os.environ.get("VSOD_MODEL") or DEFAULT_MODEL
 
 
-def passive_openmp() -> None:
-    """Idle OpenMP threads sleep instead of spinning (effective only before torch loads).
-
-    On a busy 2-core machine spinning threads made `vsod predict` on vtest.avi 10x slower
-    (200 frames: 72.6 s spinning, 7.5 s passive, 3.8 s with --threads 1). `vsod-train` does the
-    same; an explicit OMP_WAIT_POLICY in the environment wins.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def store_root(given: str | None) -> Path:
     from service.model.store import default_store_root
 
@@ -66,7 +58,7 @@ def run_predict(args: argparse.Namespace) -> int:
     # input is checked, so a mistyped path is reported without waiting for it.
     from tqdm import tqdm
 
-    passive_openmp()
+    apply_thread_policy()  # before torch loads (service.process says why)
 
     from service.video import (
         MaskVideoWriter,
@@ -204,7 +196,7 @@ def summarize_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    passive_openmp()
+    apply_thread_policy()  # before torch loads (service.process says why)
     from service.model.store import ModelStore, ModelStoreError
 
     store = ModelStore(store_root(args.store))
@@ -249,18 +241,25 @@ def _measured(store: Any, name: str, input_size: tuple[int, int]) -> list[str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # In this order: settings and the socket need no torch, so a bad setting or a busy port is
+    # reported at once; the OpenMP policy must be in the environment before torch loads; only then
+    # the server module, which imports the app (and torch). The model loads while it answers.
     from pydantic import ValidationError
 
-    from service.server import describe, serve
-    from service.settings import Settings
+    from service.settings import Settings, describe_invalid
 
     given = {"host": args.host, "port": args.port, "model": args.model, "model_store": args.store,
              "redis_url": args.redis_url}
     try:
         settings = Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as error:  # pydantic's message spans lines: every problem on one line
-        raise ValueError(f"invalid settings: {describe(error)}") from None
-    serve(settings)
+        raise ValueError(f"invalid settings: {describe_invalid(error)}") from None
+    sock = listen(settings.host, settings.port)
+    apply_thread_policy(settings.torch_threads)
+
+    from service.server import serve
+
+    serve(settings, sock)
     return 0
 
 

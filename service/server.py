@@ -1,6 +1,10 @@
-"""Run the service under uvicorn: `serve(Settings(...))`, `vsod serve`, or `python -m service.server`.
+"""Run the service under uvicorn: `vsod serve` (service.cli), `serve(Settings(...))`, or `python -m service.server`.
 
-`python -m service.server` takes every setting from `VSOD_*` environment variables.
+The process listens first and loads afterwards: a busy port is one line and exit 1 at once, and
+`/healthz` answers while the model loads (`service.api.lifecycle`). A load that fails stops the
+server with one line and exit 1 too. `vsod serve` sets the OpenMP policy before torch is imported
+(`service.process`); `python -m service.server` (settings from `VSOD_*` variables) imports torch
+with this module, too early for that, and warns unless the environment already sets it.
 
 SIGTERM (or Ctrl-C) first drains the app (`service.api.lifecycle.drain`: jobs back to the queue,
 streams answered and closed with 1001), then lets uvicorn shut down; a second signal stops at once.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 import sys
@@ -19,11 +24,17 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from .api import create_app
+from .api.lifecycle import Startup, drain
 from .model import ModelStore
-from .settings import Settings
+from .process import apply_thread_policy, listen
+from .settings import Settings, describe_invalid
+
+STARTUP_FAILURE = 3  # uvicorn.run's exit status when the app's lifespan fails
 
 
-STARTUP_FAILURE = 3  # uvicorn.run's exit status when the app fails to start
+class StartupFailed(RuntimeError):
+    """The model or the stores could not be brought up after the server began listening."""
 
 
 class GracefulServer(uvicorn.Server):
@@ -40,6 +51,12 @@ class GracefulServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def on_tick(self, counter: int) -> bool:
+        startup: Startup | None = getattr(self.app.state, "startup", None)
+        if startup is not None and startup.error is not None:
+            self.should_exit = True  # loading failed: exit, so an orchestrator restarts the process
+        return await super().on_tick(counter)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         services = getattr(self.app.state, "services", None)
         if self._drain is not None or self._loop is None or services is None or not self.started:
@@ -53,8 +70,6 @@ class GracefulServer(uvicorn.Server):
             self._drain = asyncio.get_running_loop().create_task(self._drain_then_exit(services, sig, frame))
 
     async def _drain_then_exit(self, services: object, sig: int, frame: FrameType | None) -> None:
-        from .api.lifecycle import drain
-
         try:
             await asyncio.wait_for(drain(services), self.drain_timeout_s + 5)  # type: ignore[arg-type]
         except Exception:
@@ -74,11 +89,11 @@ class RedactKeys(logging.Filter):
         return True
 
 
-def serve(settings: Settings) -> None:
-    """Check the model exists (one clear error, not a traceback), then serve until stopped."""
+def serve(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Listen (unless given the socket), check the model exists, then serve until stopped; the model
+    loads while the server already answers. Errors are exceptions with a one-line message."""
+    sock = sock or listen(settings.host, settings.port)
     ModelStore(settings.model_store).manifest(settings.model)  # raises ModelStoreError
-    from .api import create_app
-
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     config = uvicorn.Config(
@@ -97,20 +112,27 @@ def serve(settings: Settings) -> None:
     for name in ("uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).addFilter(RedactKeys())
     server = GracefulServer(config, app, settings.shutdown_timeout_s)
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:  # the lifespan failed; uvicorn has logged why
         sys.exit(STARTUP_FAILURE)
+    startup: Startup = app.state.startup
+    if startup.error is not None:
+        raise StartupFailed(f"failed to start while {startup.phase}: {startup.error}")
 
 
 def describe(error: Exception) -> str:
     """One line for a settings or startup error (pydantic's own message spans several)."""
     if isinstance(error, ValidationError):
-        return "; ".join(f"VSOD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        return describe_invalid(error)
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
 
 def main() -> int:
+    given = "OMP_WAIT_POLICY" in os.environ
+    if not apply_thread_policy() and not given:
+        print("vsod serve: warning: torch was loaded before the OpenMP policy could be set; "
+              "`vsod serve` sets it in time", file=sys.stderr)
     try:
         serve(Settings())
     except (ValueError, RuntimeError, OSError) as error:  # ValidationError and ModelStoreError among them

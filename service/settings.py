@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .model.store import default_store_root
+from .paths import default_store_root  # not service.model: settings load without torch
 
 MiB = 1024 * 1024
 
@@ -69,6 +69,16 @@ class Settings(BaseSettings):
     )
     max_clip_frames: int = Field(20_000, gt=0, description="Most frames in an uploaded clip (413 at upload, or the job fails).")
     max_clip_seconds: float = Field(1200, gt=0, description="Longest uploaded clip, by its container's duration (413).")
+    max_jobs_per_key: int = Field(4, ge=1, description="Most clip jobs one API key may have queued or running (429 above).")
+    max_jobs: int = Field(32, ge=1, description="Most clip jobs queued or running on the service, all keys together (429).")
+    max_job_bytes_per_key: int = Field(
+        512 * MiB, gt=0, description="Most bytes one API key's clip jobs may hold in the job store: uploads "
+        "waiting and results kept until VSOD_JOB_TTL_S (429 above; DELETE /v1/jobs/{id} frees them)."
+    )
+    max_job_bytes: int = Field(
+        1024 * MiB, gt=0, description="Most bytes all clip jobs together may hold in the job store (429); keep it "
+        "well under Redis's maxmemory, which live sessions share."
+    )
     max_stream_fps: float = Field(
         60, ge=0, description="Frames a second one stream may send (bursts up to one second's worth); "
         "excess frames are dropped and counted in `dropped`. 0: no limit."
@@ -82,7 +92,8 @@ class Settings(BaseSettings):
 
     # Faults and shutdown
     redis_timeout_s: float = Field(
-        1.0, gt=0, description="A session-store call slower than this counts as Redis being down for that frame."
+        1.0, gt=0, description="A session-store call slower than this counts as Redis being down for that frame; "
+        "a job-store call slower than this fails its request with 503."
     )
     redis_retry_s: float = Field(
         1.0, gt=0, description="After a Redis failure, streams skip the store this long before trying it again."
@@ -96,6 +107,11 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """FastAPI dependency: settings from the environment. `create_app(settings)` overrides it."""
     return Settings()
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """Every problem of invalid settings on one line, each named by its VSOD_ variable."""
+    return "; ".join(f"VSOD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
 
 
 def settings_table() -> str:

@@ -3,8 +3,10 @@
     with running_server(model_store_env, VSOD_REDIS_URL=REDIS_URL) as server:
         httpx.get(server.url + "/readyz")
 
-Servers run `python -m service.server` with settings from `VSOD_*` variables, on a free port, and
-are ready when /readyz answers 200. Their output goes to a log file that a failed start prints.
+Servers run `vsod serve` (as `python -m service.cli serve`) with settings from `VSOD_*` variables,
+on a free port, and are ready when /readyz answers 200. A server answers /healthz while its model
+loads; `start_server` returns only once loading is over (/readyz no longer says `loading`), whatever
+`ready_path` it waits for. Their output goes to a log file that a failed start prints.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import numpy as np
 REDIS_URL = os.environ.get("VSOD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120  # generous: the CI machine is small and shared; not a speed assertion
+SERVE = [sys.executable, "-m", "service.cli", "serve"]  # `vsod serve`, from this checkout
+LOADING = "loading"  # how /readyz's 503 detail begins while the model loads (service.api.lifecycle.LOADING)
 
 
 def free_port() -> int:
@@ -59,21 +63,26 @@ def start_server(env: dict[str, str], ready_path: str = "/readyz", **settings: o
     full.setdefault("OMP_NUM_THREADS", "1")  # two small cores shared with other processes
     log = Path(tempfile.mkstemp(prefix=f"vsod-server-{port}-", suffix=".log")[1])
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service.server"], cwd=REPO, env=full, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(SERVE, cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", process, log, full)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.output()}")
         try:
-            if httpx.get(server.url + ready_path, timeout=2).status_code == 200:
+            if httpx.get(server.url + ready_path, timeout=2).status_code == 200 and not loading(server):
                 return server
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     stop_server(server)
     raise RuntimeError(f"server not ready after {START_TIMEOUT_S} s:\n{server.output()}")
+
+
+def loading(server: Server) -> bool:
+    """True while the server is still loading its model (alive, /readyz 503 `loading: ...`)."""
+    response = httpx.get(server.url + "/readyz", timeout=5)
+    return response.status_code == 503 and str(response.json().get("detail", "")).startswith(LOADING)
 
 
 def stop_server(server: Server) -> None:

@@ -163,12 +163,10 @@ def test_readyz_is_503_with_the_reason_when_redis_is_unreachable(model_store_env
 def test_server_with_a_missing_model_fails_with_one_line(model_store_env: dict[str, str]) -> None:
     import os
     import subprocess
-    import sys
 
-    from tests.servers import REPO
+    from tests.servers import REPO, SERVE
 
     env = {**os.environ, **model_store_env, "VSOD_MODEL": "no-such-model", "VSOD_PORT": str(free_port())}
-    done = subprocess.run([sys.executable, "-m", "service.server"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(SERVE, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "no-such-model" in done.stderr and "test-student" in done.stderr

@@ -2,41 +2,33 @@
 
     app = create_app(Settings(redis_url="redis://127.0.0.1:6379/0"))
 
-Everything a process holds is built once at startup (the model loaded onto the best device and
-warmed up) and closed at shutdown; routes reach it through `deps.services`.
+Everything a process holds is built once, in the background from the first moment the app runs
+(`lifecycle.load`: the model loaded onto the best device, optimised and warmed up), and closed at
+shutdown; routes reach it through `deps.services`. Until it is built the app is alive (`/healthz`),
+not ready (`/readyz` 503 `loading: ...`), and `LoadingGate` answers what needs the model with 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import shutil
-import tempfile
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import numpy as np
-import torch
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
-from ..auth import ApiKeys
-from ..engine import Engine, inference_executor
-from ..job_store import JobStore, MemoryJobStore, RedisJobStore
-from ..jobs import JobRunner
 from ..metrics import Metrics, RequestMetrics
-from ..model import ModelStore, Predictor
-from ..sessions import MemorySessionCache, RedisSessionCache, SessionCache
 from ..settings import Settings, get_settings
 from . import errors
-from .deps import Services, caller
+from .deps import caller
+from .lifecycle import Startup, load, stop_services
 from .routes import clips, health, images, models, sessions, stream
 
-log = logging.getLogger("vsod")
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
 DESCRIPTION = """
@@ -72,75 +64,65 @@ TAGS = [
 ]
 
 
-def _device(setting: str) -> str | None:
-    return None if setting == "auto" else setting
+TRY_AGAIN_LATER = 1013  # WebSocket close code: the server cannot take the stream yet
 
 
-def _load(settings: Settings, store: ModelStore) -> Predictor:
-    if settings.torch_threads:  # a per-thread OpenMP setting: made on the thread that runs the model
-        torch.set_num_threads(settings.torch_threads)
-    predictor = Predictor.from_store(settings.model, store, _device(settings.device), settings.optimize)
-    # One throwaway frame, so the first client does not pay for lazy initialisation.
-    predictor.predict_image(np.zeros((32, 32, 3), np.uint8))
-    return predictor
+class LoadingGate:
+    """Until the process is ready, what needs the model answers 503 (a stream: an error message and
+    close 1013) instead of reaching a route before its services exist. Health, docs and the page pass."""
 
+    OPEN = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/static/")
 
-async def start_services(settings: Settings, metrics: Metrics) -> Services:
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    store = ModelStore(settings.model_store)
-    # Loaded (and traced) on the engine's own thread, the only one that ever runs the model.
-    infer = inference_executor()
-    predictor = await asyncio.get_running_loop().run_in_executor(infer, _load, settings, store)
-    redis: Redis | None = None
-    session_cache: SessionCache
-    job_store: JobStore
-    if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
-        session_cache = RedisSessionCache(redis, settings.redis_prefix, settings.session_ttl_s,
-                                          timeout_s=settings.redis_timeout_s, retry_s=settings.redis_retry_s)
-        job_store = RedisJobStore(redis, settings.redis_prefix, settings.job_ttl_s)
-    else:
-        session_cache = MemorySessionCache(settings.session_ttl_s)
-        job_store = MemoryJobStore(settings.job_ttl_s)
-    spool = settings.spool_dir or Path(tempfile.mkdtemp(prefix="vsod-spool-"))
-    spool.mkdir(parents=True, exist_ok=True)
-    engine = Engine(predictor, session_cache, metrics, settings.batch_size, settings.batch_wait_ms, infer)
-    await engine.start()
-    runner = JobRunner(job_store, engine, spool, workers=settings.job_workers, chunk=settings.clip_chunk,
-                       lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, metrics=metrics,
-                       max_frames=settings.max_clip_frames, max_side=settings.max_frame_side)
-    await runner.start()
-    keys = ApiKeys.from_setting(settings.api_keys.get_secret_value())
-    log.info("serving %s on %s; sessions and jobs in %s; %s", predictor.model_id, predictor.device,
-             session_cache.backend, f"{len(keys)} API key(s)" if keys.enabled else "no API keys (open access)")
-    return Services(settings, predictor, engine, session_cache, job_store, runner, metrics, spool, redis, keys)
+    def __init__(self, app: ASGIApp, startup: Startup) -> None:
+        self.app, self.startup = app, startup
 
-
-async def stop_services(svc: Services) -> None:
-    await svc.runner.close()
-    await svc.engine.close()
-    if svc.redis is not None:
-        await svc.redis.aclose()
-    if svc.settings.spool_dir is None:
-        shutil.rmtree(svc.spool, ignore_errors=True)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reason = self.startup.not_ready
+        path = scope.get("path", "")
+        if reason is None or scope["type"] == "lifespan" or path == "/" or path.startswith(self.OPEN):
+            await self.app(scope, receive, send)
+            return
+        message = f"the service is not ready ({reason}); try again shortly"
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": json.dumps(errors.ws_error("not_ready", message))})
+            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "not ready"})
+            return
+        body = json.dumps({"detail": message}).encode()
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"5")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
+    startup = Startup()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = await start_services(settings, metrics)
+        async def start() -> None:
+            await load(settings, metrics, startup)
+            app.state.services = startup.services  # in the same step as `startup`: the gate and routes agree
+
+        # The server answers while this runs: alive at once, ready when loaded.
+        loading = asyncio.create_task(start(), name="vsod-startup")
         try:
             yield
         finally:
-            await stop_services(app.state.services)
+            if not loading.done():
+                loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            if startup.services is not None:
+                await stop_services(startup.services)
 
     app = FastAPI(title="vsod", version=__version__, description=DESCRIPTION, openapi_tags=TAGS, lifespan=lifespan)
+    app.state.startup = startup
     app.dependency_overrides[get_settings] = lambda: settings
     errors.install(app)
+    app.add_middleware(LoadingGate, startup=startup)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(health.router)  # /healthz and /readyz are public; /metrics asks for a key itself
     # With VSOD_API_KEYS set these need a key (the WebSocket checks its own: see routes/stream.py).

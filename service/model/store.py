@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file
 
+from ..paths import default_store_root  # noqa: F401  (re-exported: `service.model.store.default_store_root`)
 from .student import ARCHITECTURE, STKDStudent, StudentConfig
 
 MANIFEST = "manifest.json"
@@ -66,16 +66,6 @@ class Manifest:
             )
         except (KeyError, TypeError, IndexError, ValueError) as error:
             raise ModelStoreError(f"manifest is missing or has a malformed field: {error}") from None
-
-
-def default_store_root() -> Path:
-    """`VSOD_MODEL_STORE`, else `./model_store`, else the store beside this source tree."""
-    if env := os.environ.get("VSOD_MODEL_STORE"):
-        return Path(env)
-    local = Path.cwd() / "model_store"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "model_store"
 
 
 def sha256_of(path: Path) -> str:
