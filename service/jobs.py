@@ -4,7 +4,12 @@ An upload is staged in the spool folder and copied into the job store, so whiche
 worker claims the job can read it. A worker processes one clip at a time, in order, with the
 temporal state carried from chunk to chunk (through the engine, so the one model thread is
 shared with live streams), writes a zip of 8-bit PNG masks and stores it; mp4 and npz are
-derived from the zip on first request and stored too. Any replica can answer status and results.
+derived from the zip on first request and stored too (`service.job_results`). Any replica can
+answer status and results. A job that fails part-way keeps the masks it made: its zip is stored
+with the frames done, and the status says failed.
+
+Cancel (`DELETE /v1/jobs/{id}`, `JobStore.delete`) removes the job and its blobs at once; the
+worker running it finds its record gone at its next chunk (`save` returns False) and stops.
 
 Leases keep jobs from running forever: claiming a job sets `<prefix>:job:<id>:lease` with a short
 TTL that the worker's heartbeat renews. Every replica's reaper looks at the running list; a job
@@ -16,38 +21,39 @@ attempt not counted, so another replica (or this one after a restart) starts the
 for the lease to lapse. A store that fails mid-job leaves the job to its lease and the reaper, never
 marks it failed; workers and the reaper back off while the store is unreachable.
 
-Redis keys: `<p>:job:<id>` (JSON record), `<p>:job:<id>:input`, `<p>:job:<id>:result:<fmt>` (lists
-of byte parts), `<p>:job:<id>:lease`, and the lists `<p>:jobs:queue` and `<p>:jobs:running`.
+The Redis key layout is in `service.job_store_redis`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import logging
 import shutil
 import tempfile
 import uuid
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .engine import Engine
-from .job_store import JobRecord, JobStore, MemoryJobStore, RedisJobStore, new_job_id
+from .job_results import FORMATS, Results
+from .job_store import JobRecord, JobStore, MemoryJobStore, Quota, QuotaExceeded, new_job_id
+from .job_store_redis import RedisJobStore
 from .limits import LimitExceeded
 from .metrics import Metrics
-from .video import MaskVideoWriter, VideoError, encode_png, open_media
+from .settings import Settings
+from .video import VideoError, encode_png, open_video
 
-__all__ = ["FORMATS", "JobLost", "JobRecord", "JobRunner", "JobStore", "MemoryJobStore", "RedisJobStore", "new_job_id"]
+__all__ = ["FORMATS", "JobCancelled", "JobLost", "JobRecord", "JobRunner", "JobStore", "MemoryJobStore",
+           "QuotaExceeded", "RedisJobStore", "job_store_for", "new_job_id"]
 
 log = logging.getLogger("vsod.jobs")
-FORMATS = ("zip", "mp4", "npz")
 STORE_ERRORS = (RedisError, ConnectionError, TimeoutError)  # the job store is unreachable (not the job's fault)
 MAX_BACKOFF_S = 5.0
 REQUEUE_TIMEOUT_S = 5.0
@@ -57,32 +63,16 @@ class JobLost(RuntimeError):
     """This worker's lease was taken over (it stalled past the lease); another worker owns the job."""
 
 
-# ---------------------------------------------------------------- results in other formats
+class JobCancelled(RuntimeError):
+    """The job was deleted (DELETE /v1/jobs/{id}) while it ran."""
 
 
-def zip_to_masks(data: bytes) -> list[np.ndarray]:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        names = sorted(archive.namelist())
-        return [cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_UNCHANGED) for name in names]
-
-
-def convert_result(zip_bytes: bytes, fmt: str, fps: float | None, workdir: Path) -> bytes:
-    """zip of PNG masks -> npz (`masks`: uint8 T,H,W) or an H.264 mask video."""
-    masks = zip_to_masks(zip_bytes)
-    if fmt == "npz":
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, masks=np.stack(masks) if masks else np.zeros((0, 0, 0), np.uint8))
-        return buffer.getvalue()
-    if fmt == "mp4":
-        path = workdir / f"masks-{uuid.uuid4().hex}.mp4"
-        try:
-            with MaskVideoWriter(path, fps) as writer:
-                for mask in masks:
-                    writer.write(mask)
-            return path.read_bytes()
-        finally:
-            path.unlink(missing_ok=True)
-    raise ValueError(f"unknown result format {fmt!r}")
+def job_store_for(settings: Settings, redis: Redis | None, spool: Path) -> JobStore:
+    """The job store the settings ask for: Redis (shared by replicas) or this process (blobs in `spool`)."""
+    quota = Quota.from_settings(settings)
+    if redis is not None:
+        return RedisJobStore(redis, settings.redis_prefix, settings.job_ttl_s, settings.redis_timeout_s, quota)
+    return MemoryJobStore(settings.job_ttl_s, spool / "blobs", quota)
 
 
 # ---------------------------------------------------------------- the worker
@@ -100,6 +90,7 @@ class JobRunner:
         # Checked again while decoding: a container's header may understate its frames or their size.
         self.max_frames, self.max_side = max_frames, max_side
         self.worker_id = f"{uuid.uuid4().hex[:12]}"
+        self.results = Results(store, spool)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -115,17 +106,14 @@ class JobRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def result(self, record: JobRecord, fmt: str) -> bytes | None:
-        """The finished job's result in `fmt`, converting from the zip (and storing it) on first ask."""
-        data = await self.store.get_blob(record.job_id, f"result:{fmt}")
-        if data is not None or fmt == "zip":
-            return data
-        zipped = await self.store.get_blob(record.job_id, "result:zip")
-        if zipped is None:
-            return None
-        data = await asyncio.to_thread(convert_result, zipped, fmt, record.fps, self.spool)
-        await self.store.put_blob(record.job_id, f"result:{fmt}", data)
-        return data
+    async def result(self, record: JobRecord, fmt: str) -> tuple[int, AsyncIterator[bytes]] | None:
+        """(size, parts) of the job's result in `fmt`, built on first ask; None when it has expired."""
+        return await self.results.open(record, fmt)
+
+    async def delete(self, record: JobRecord) -> None:
+        """Cancel the job: removed with its blobs at once; its worker stops at its next chunk."""
+        await self.store.delete(record)
+        self.metrics.jobs.labels("cancelled").inc()
 
     async def _reaper(self) -> None:
         pause = max(0.2, self.lease_s / 3)
@@ -165,7 +153,7 @@ class JobRunner:
 
     async def _run(self, job_id: str, worker: str) -> None:
         record = await self.store.get(job_id)
-        if record is None or record.status in ("done", "failed"):  # expired while queued, or a stale duplicate
+        if record is None or not record.active:  # expired or deleted while queued, or a stale duplicate
             await self.store.release(job_id)
             return
         lost = asyncio.Event()
@@ -174,12 +162,16 @@ class JobRunner:
         try:
             record.status, record.attempts, record.error = "running", record.attempts + 1, None
             record.model_id = self.engine.model_id
-            await self.store.save(record)
+            await self._save(record)
             await self._process(record, workdir, lost)
             record.status = "done"
             self.metrics.jobs.labels("done").inc()
         except JobLost:
             log.warning("job %s: lease lost to another worker; stopping", job_id)
+            return
+        except JobCancelled:
+            log.info("job %s: deleted while running; stopped after %d frames", job_id, record.frames_done)
+            await self.store.release(job_id)
             return
         except asyncio.CancelledError:  # shutdown: give the job back now rather than when its lease lapses
             await self._give_back(record)
@@ -190,15 +182,32 @@ class JobRunner:
         except (VideoError, LimitExceeded) as error:
             record.status, record.error = "failed", str(error)
             self.metrics.jobs.labels("failed").inc()
+            await self._keep_partial(record, workdir)
         except Exception as error:
             log.exception("job %s failed", job_id)
-            record.status, record.error = "failed", f"internal error: {type(error).__name__}: {error}"
+            # The type only: a message may name server paths.
+            record.status, record.error = "failed", f"internal error ({type(error).__name__})"
             self.metrics.jobs.labels("failed").inc()
+            await self._keep_partial(record, workdir)
         finally:
             heartbeat.cancel()
             shutil.rmtree(workdir, ignore_errors=True)
-        await self.store.save(record)
+        if not await self.store.save(record):  # deleted as it finished: leave nothing behind
+            await self.store.delete(record)
         await self.store.release(job_id)
+
+    async def _save(self, record: JobRecord) -> None:
+        if not await self.store.save(record):
+            raise JobCancelled(record.job_id)
+
+    async def _keep_partial(self, record: JobRecord, workdir: Path) -> None:
+        """A failed job's masks so far stay fetchable (its status says failed, with frames_done)."""
+        partial = workdir / "masks.zip"
+        if record.frames_done and partial.exists():
+            try:
+                await self.store.put_blob(record.job_id, "result:zip", partial)
+            except STORE_ERRORS as error:
+                log.warning("job %s: could not keep its partial masks (%s)", record.job_id, error)
 
     async def _give_back(self, record: JobRecord) -> None:
         try:
@@ -218,22 +227,18 @@ class JobRunner:
                 log.warning("job %s heartbeat failed: %s", job_id, error)
 
     async def _process(self, record: JobRecord, workdir: Path, lost: asyncio.Event) -> None:
-        data = await self.store.get_blob(record.job_id, "input")
-        if data is None:
-            raise VideoError("the upload expired before the job ran")
-        suffix = Path(record.filename).suffix.lower() or ".mp4"
-        path = workdir / f"input{suffix}"
+        path = workdir / "input"  # no suffix: the container is probed from the content (service.video)
         record.frames_done = 0
-        await asyncio.to_thread(path.write_bytes, data)
-        del data
-        source = await asyncio.to_thread(open_media, path, lambda message: log.warning("job %s: %s", record.job_id, message))
+        if not await self.store.blob_to_file(record.job_id, "input", path):
+            raise VideoError("the upload expired before the job ran")
+        source = await asyncio.to_thread(open_video, path, record.filename)
+        result = workdir / "masks.zip"
         try:
             info = source.info
             record.fps, record.frames_total = info.fps, info.frame_count
             record.height, record.width = info.size
-            await self.store.save(record)
+            await self._save(record)
             frames = source.frames()
-            result = workdir / "masks.zip"
             previous: Any = None
             with zipfile.ZipFile(result, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
                 while chunk := await asyncio.to_thread(lambda: [f for _, f in itertools.islice(frames, self.chunk)]):
@@ -243,12 +248,11 @@ class JobRunner:
                     record.frames_done += len(masks)
                     if lost.is_set():
                         raise JobLost(record.job_id)
-                    await self.store.save(record)
+                    await self._save(record)
         finally:
             await asyncio.to_thread(source.close)
         record.frames_total = record.frames_done
         await self.store.put_blob(record.job_id, "result:zip", result)
-
 
     def _check_limits(self, done: int, chunk: list[np.ndarray]) -> None:
         if self.max_frames is not None and done + len(chunk) > self.max_frames:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import av
 
-from .video import VideoError
+from .video import VideoError, open_container
 
 NOT_AN_IMAGE = "data is not a decodable image (expected JPEG, PNG, BMP or WebP)"
 # JPEG start-of-frame markers (baseline, progressive, lossless...); C4, C8 and CC are other segments.
@@ -120,16 +120,13 @@ class VideoHeader:
     seconds: float | None
 
 
-def video_header(path: Path) -> VideoHeader:
-    """The first video stream's size, frame count and duration from the container, decoding nothing."""
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as error:
-        reason = str(getattr(error, "strerror", None) or error).splitlines()[0]
-        raise VideoError(f"cannot open video {path.name}: {reason}") from None
-    with container:
+def video_header(path: Path, name: str | None = None) -> VideoHeader:
+    """The first video stream's size, frame count and duration from the container, decoding nothing.
+    Opened through `open_container`'s demuxer allow-list; `name` stands for the file in messages."""
+    name = name or path.name
+    with open_container(path, name) as container:
         if not container.streams.video:
-            raise VideoError(f"{path.name} has no video stream")
+            raise VideoError(f"{name!r} has no video stream")
         stream = container.streams.video[0]
         seconds = None
         if stream.duration is not None and stream.time_base is not None:

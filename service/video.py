@@ -15,6 +15,7 @@ Why PyAV for video and OpenCV for still images:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -32,6 +33,15 @@ import numpy as np
 from .model.processing import resize_image
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
+# The FFmpeg demuxers a video may be opened with, chosen by probing the content (never the name):
+# those of VIDEO_SUFFIXES. Any other demuxer is refused before it reads past the probe, above all
+# those that open further files or URLs named inside the input (concat, hls, dash, image2,
+# image sequences, playlists, tee...), and images in a video's name (jpeg_pipe, png_pipe...).
+VIDEO_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "asf")
+# avformat options: a demuxer outside the list fails in avformat_open_input before its header is
+# read, and only the file itself may be opened (no nested file, pipe, http or crypto protocol).
+SAFE_OPEN = {"format_whitelist": ",".join(VIDEO_DEMUXERS), "protocol_whitelist": "file"}
+SUPPORTED_VIDEOS = "mp4, mov, mkv, webm, avi, mpeg-ts, mpeg-ps or wmv"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 DEFAULT_FPS = 25.0  # for folders of frames, which carry no frame rate of their own
 
@@ -41,6 +51,10 @@ MediaKind = Literal["video", "folder", "image"]
 
 class VideoError(ValueError):
     """The input cannot be read as a video, a folder of frames or an image (one-line message)."""
+
+
+class UnsupportedVideo(VideoError):
+    """The file is not in an allowed video container (HTTP 415 for an upload)."""
 
 
 def _warn_stderr(message: str) -> None:
@@ -187,20 +201,20 @@ def natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def open_media(path: str | Path, warn: Warn = _warn_stderr) -> MediaSource:
-    """Open a video file, a folder of frames or one image; raise VideoError if it is none of them."""
+def open_media(path: str | Path, warn: Warn = _warn_stderr, name: str | None = None) -> MediaSource:
+    """Open a folder of frames, one image or a video, told apart by the suffix (a video's container is then
+    probed from its content); VideoError if it is none of them. `name` stands for the file in messages."""
     path = Path(path)
     if not path.exists():
-        raise VideoError(f"input not found: {path}")
+        raise VideoError(f"input not found: {name or path}")
     if path.is_dir():
         return _open_folder(path, warn)
-    suffix = path.suffix.lower()
-    if suffix in VIDEO_SUFFIXES:
-        return _open_video(path)
-    if suffix in IMAGE_SUFFIXES:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
         frame = read_image(path)
         info = MediaInfo("image", path, path.stem, None, 1, frame.shape[:2])
         return MediaSource(info, lambda: iter([(path.stem, frame)]))
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return open_video(path, name)
     known = ", ".join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))
     raise VideoError(f"unsupported input {path.name!r}: expected a video, an image ({known}) or a folder of frames")
 
@@ -242,25 +256,37 @@ def _open_folder(folder: Path, warn: Warn) -> MediaSource:
     return MediaSource(info, frames)
 
 
-def _open_video(path: Path) -> MediaSource:
+def open_container(path: Path, name: str | None = None) -> av.container.InputContainer:
+    """The file opened by FFmpeg through `SAFE_OPEN`: UnsupportedVideo when its content is no allowed
+    container, VideoError when it is one but unreadable. `name` stands for the file in messages."""
+    name = name or str(path)
     try:
-        container = av.open(str(path))
+        return av.open(str(path), options=SAFE_OPEN)
     except av.FFmpegError as error:
-        raise VideoError(f"cannot open video {path}: {_ffmpeg_reason(error)}") from None
+        if getattr(error, "errno", None) == errno.EINVAL:  # the probed demuxer is not on the whitelist
+            raise UnsupportedVideo(f"{name!r} is not a video in a supported container ({SUPPORTED_VIDEOS})") from None
+        raise VideoError(f"cannot open video {name!r}: {_ffmpeg_reason(error)}") from None
+
+
+def open_video(path: str | Path, name: str | None = None) -> MediaSource:
+    """A video file (container probed from its content, see `open_container`), first frame decoded."""
+    path = Path(path)
+    name = name or str(path)
+    container = open_container(path, name)
     try:
         if not container.streams.video:
-            raise VideoError(f"{path} has no video stream")
+            raise VideoError(f"{name!r} has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame-parallel decoding; output order is unchanged
-        decoded = _decode(container, stream, path)
+        decoded = _decode(container, stream, name)
         first = next(decoded, None)
         if first is None:
-            raise VideoError(f"{path} contains no decodable video frames")
+            raise VideoError(f"{name!r} contains no decodable video frames")
     except BaseException:
         container.close()
         raise
     rate = stream.average_rate or stream.guessed_rate
-    info = MediaInfo("video", path, path.stem, float(rate) if rate else None, stream.frames or None, first.shape[:2])
+    info = MediaInfo("video", path, Path(name).stem, float(rate) if rate else None, stream.frames or None, first.shape[:2])
 
     def frames() -> Iterator[tuple[str, np.ndarray]]:
         yield f"{0:05d}", first
@@ -270,7 +296,7 @@ def _open_video(path: Path) -> MediaSource:
     return MediaSource(info, frames, container.close)
 
 
-def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> Iterator[np.ndarray]:
+def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str) -> Iterator[np.ndarray]:
     index = 0
     try:
         for frame in container.decode(stream):
@@ -282,7 +308,7 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
             yield image
             index += 1
     except av.FFmpegError as error:
-        raise VideoError(f"decoding {path} failed after {index} frames: {_ffmpeg_reason(error)}") from None
+        raise VideoError(f"decoding {name!r} failed after {index} frames: {_ffmpeg_reason(error)}") from None
 
 
 def _ffmpeg_reason(error: av.FFmpegError) -> str:

@@ -19,7 +19,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from service.job_store import JobRecord, RedisJobStore, new_job_id
+from service.job_store import JobRecord, new_job_id
+from service.job_store_redis import RedisJobStore
 from service.video import open_media
 from tests.servers import (
     REDIS_URL,
@@ -164,9 +165,9 @@ def _plant_orphan(prefix: str, clip: Path, attempts: int) -> str:
     async def main() -> None:
         client = aioredis.Redis.from_url(REDIS_URL)
         store = RedisJobStore(client, prefix, ttl_s=600)
+        await store.admit(JobRecord(job_id, clip.name, clip.stat().st_size, status="running", attempts=attempts,
+                                    frames_done=7, frames_total=20))
         await store.put_blob(job_id, "input", clip)
-        await store.save(JobRecord(job_id, clip.name, clip.stat().st_size, status="running", attempts=attempts,
-                                   frames_done=7, frames_total=20))
         await client.lpush(store.running_key, job_id)
         await client.set(store.key(job_id, "lease"), "a-worker-that-will-die", px=int(LEASE_S * 1000) + 500)
         await client.aclose()

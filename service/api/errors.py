@@ -34,6 +34,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "The job has no result yet (queued, running or failed)",
         413: "Over a configured limit: upload size, frame size, clip frames or duration",
         415: "Unsupported media type",
+        429: "Over a quota (clip jobs queued or running, or bytes held); wait the Retry-After seconds",
         503: "Not ready, shutting down, or the session/job store is unavailable",
     }
     return {status: {"model": Problem, "description": descriptions[status]} for status in statuses}

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from ...job_store import JobRecord, new_job_id
+from ...job_store import JobRecord, QuotaExceeded, new_job_id
 from ...jobs import FORMATS
 from ...limits import check_video, video_header
 from ...settings import Settings
-from ...video import VIDEO_SUFFIXES, MediaInfo, open_media
+from ...video import VIDEO_SUFFIXES, MediaInfo, UnsupportedVideo, open_video
 from ..deps import Services, caller, read_upload, services
 from ..errors import problems
 from ..schemas import JobCreated, JobStatus, ResultFormat
@@ -27,7 +27,7 @@ SUFFIX_OF_TYPE = {
 VIDEO_TYPES = frozenset(SUFFIX_OF_TYPE)
 GENERIC_TYPES = frozenset({"application/octet-stream", ""})  # then the file name's suffix decides
 RESULT_TYPES = {"zip": "application/zip", "mp4": "video/mp4", "npz": "application/octet-stream"}
-JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # matched whole (fullmatch): "$" would let a trailing newline through
 
 CLIP_BODY = {
     "requestBody": {
@@ -56,20 +56,23 @@ def _suffix(filename: str, content_type: str) -> str:
     )
 
 
-def _probe(path: Path, limits: Settings) -> MediaInfo:
-    """Check the container's header against the limits (decoding nothing), then open the video and
-    decode its first frame, so a clip that cannot be read or is too large is refused at once."""
-    check_video(video_header(path), limits.max_frame_side, limits.max_clip_frames, limits.max_clip_seconds)
-    with open_media(path, warn=lambda _: None) as source:
+def _probe(path: Path, limits: Settings, name: str) -> MediaInfo:
+    """Check the container (allowed demuxers only, probed from the content) and its header against the
+    limits, decoding nothing; then decode the first frame, so a clip that cannot be read or is too large
+    is refused at once. Messages name the file as the user did (`name`), never the spool's path."""
+    check_video(video_header(path, name), limits.max_frame_side, limits.max_clip_frames, limits.max_clip_seconds)
+    with open_video(path, name) as source:
         return source.info
 
 
 @router.post(
-    "/clips", status_code=202, response_model=JobCreated, responses=problems(400, 413, 415, 503),
+    "/clips", status_code=202, response_model=JobCreated, responses=problems(400, 413, 415, 429, 503),
     summary="Upload a clip; its masks are computed in the background",
     description="A video as multipart (`file` field) or a raw `video/*` body. Frames are processed in order "
     "with the temporal state carried from frame to frame. Poll `status_url`; fetch `result_url` when done. "
-    "The job belongs to the API key that uploaded it.\n\n"
+    "The job belongs to the API key that uploaded it. The container is probed from the content: mp4/mov, "
+    "mkv/webm, avi, mpeg-ts/ps or wmv (415 otherwise). 429 with Retry-After when the key (or the server) "
+    "already has its most jobs queued or running, or its finished jobs hold too many bytes.\n\n"
     "`curl -F file=@clip.mp4 http://127.0.0.1:8000/v1/clips`",
     openapi_extra=CLIP_BODY,
 )
@@ -79,13 +82,18 @@ async def upload_clip(request: Request, svc: Services = Depends(services), owner
     assert upload.path is not None
     try:
         suffix = _suffix(upload.filename, upload.content_type)
-        path = upload.path.rename(upload.path.with_suffix(suffix))
-        upload.path = path
-        info = await asyncio.to_thread(_probe, path, svc.settings)  # VideoError -> 400, LimitExceeded -> 413
+        shown = (upload.filename or f"upload{suffix}")[:200]  # the user's name for the file, never the spool path
+        try:  # VideoError -> 400, LimitExceeded -> 413
+            info = await asyncio.to_thread(_probe, upload.path, svc.settings, shown)
+        except UnsupportedVideo as error:
+            raise HTTPException(415, str(error)) from None
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.filename).stem)[:100] or "upload"  # safe in headers
         record = JobRecord(new_job_id(), f"{stem}{suffix}", upload.size, frames_total=info.frame_count,
                            fps=info.fps, height=info.size[0], width=info.size[1], owner=owner)
-        await svc.jobs.create(record, path)
+        try:
+            await svc.jobs.create(record, upload.path)
+        except QuotaExceeded as error:
+            raise HTTPException(429, str(error), headers={"Retry-After": str(error.retry_after_s)}) from None
     finally:
         upload.path.unlink(missing_ok=True)
     body = JobCreated(job_id=record.job_id, status=record.status, frames_total=record.frames_total,
@@ -94,9 +102,11 @@ async def upload_clip(request: Request, svc: Services = Depends(services), owner
 
 
 async def _job(svc: Services, job_id: str, owner: str) -> JobRecord:
-    record = await svc.jobs.get(job_id) if JOB_ID.match(job_id) else None
+    if not JOB_ID.fullmatch(job_id):  # not echoed: it may be anything, of any length
+        raise HTTPException(404, "no such job: a job id is the 32 hex digits POST /v1/clips returned")
+    record = await svc.jobs.get(job_id)
     if record is None or record.owner != owner:  # another key's job is as good as missing
-        raise HTTPException(404, f"no job {job_id!r} (never created, or expired after {svc.settings.job_ttl_s:g} s)")
+        raise HTTPException(404, f"no job {job_id!r} (never created, deleted, or expired after {svc.settings.job_ttl_s:g} s)")
     return record
 
 
@@ -116,7 +126,8 @@ async def job_status(job_id: str = JobId, svc: Services = Depends(services), own
 
 @router.get(
     "/jobs/{job_id}/result", response_class=Response, responses={
-        200: {"description": "zip: 00000.png... (8-bit masks); mp4: H.264 mask video; npz: `masks` uint8 (T,H,W)",
+        200: {"description": "zip: 00000.png... (8-bit masks); mp4: H.264 mask video; npz: `masks` uint8 (T,H,W). "
+              "Streamed; a failed job's masks so far when it made any (`X-Job-Status: failed`, `X-Frames`).",
               "content": {"application/zip": {}, "video/mp4": {}, "application/octet-stream": {}}},
         **problems(404, 409, 503)},
     summary="A finished job's masks",
@@ -128,13 +139,28 @@ async def job_result(
     owner: str = Depends(caller),
 ) -> Response:
     record = await _job(svc, job_id, owner)
-    if record.status == "failed":
-        raise HTTPException(409, f"job {job_id} failed: {record.error}")
-    if record.status != "done":
+    if record.active:
         total = record.frames_total if record.frames_total is not None else "?"
         raise HTTPException(409, f"job {job_id} is {record.status} ({record.frames_done}/{total} frames); try again later")
-    data = await svc.runner.result(record, format)
-    if data is None:
+    result = await svc.runner.result(record, format)
+    if result is None and record.status == "failed":  # a failed job's masks so far are served when it made any
+        raise HTTPException(409, f"job {job_id} failed: {record.error}")
+    if result is None:
         raise HTTPException(404, f"the result of job {job_id} has expired")
+    size, parts = result
     name = f"{Path(record.filename).stem}_masks.{format}"
-    return Response(data, media_type=RESULT_TYPES[format], headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(size),
+               "X-Job-Status": record.status, "X-Frames": str(record.frames_done)}
+    return StreamingResponse(parts, media_type=RESULT_TYPES[format], headers=headers)
+
+
+@router.delete(
+    "/jobs/{job_id}", status_code=204, response_class=Response, responses=problems(404, 503),
+    summary="Cancel a clip job, or delete a finished one",
+    description="A queued job is removed; a running one stops at its next chunk of frames. Its upload and "
+    "results are freed at once, and the job is gone (404) from then on.",
+)
+async def delete_job(job_id: str = JobId, svc: Services = Depends(services), owner: str = Depends(caller)) -> Response:
+    record = await _job(svc, job_id, owner)
+    await svc.runner.delete(record)
+    return Response(status_code=204)
