@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 import time
@@ -79,7 +80,8 @@ def run_predict(args: argparse.Namespace) -> int:
     def warn(message: str) -> None:
         tqdm.write(f"warning: {message}", file=sys.stderr)
 
-    # Input and model are checked before anything is written.
+    # Input and model are checked before anything is written; sizes from headers, before decoding.
+    check_input(Path(args.input), frame_side_limit())
     source = open_media(args.input, warn=warn)
     with source:
         info = source.info
@@ -157,6 +159,54 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"{count} frames in {elapsed:.1f} s ({rate:.1f} fps end to end), "
           f"model {predictor.model_id} on {predictor.device} -> {destination}")
     return 0
+
+
+HEADER_BYTES = 1 << 20  # a folder's frames are checked from their first MiB (JPEG EXIF segments come first)
+
+
+def frame_side_limit() -> int:
+    """The server's limit on a frame's width or height (VSOD_MAX_FRAME_SIDE), so both refuse the same images."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings, describe_invalid
+
+    try:
+        return Settings().max_frame_side
+    except ValidationError as error:
+        raise ValueError(f"invalid settings: {describe_invalid(error)}") from None
+
+
+def check_input(path: Path, max_side: int) -> None:
+    """Refuse an image, a folder's frame or a video whose header claims frames over `max_side` a side,
+    as the server does (service.limits), before a decoder allocates them; one line, exit 1."""
+    from service.limits import LimitExceeded, check_image, check_video, video_header
+    from service.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError
+
+    def over(name: str, error: LimitExceeded) -> LimitExceeded:
+        return LimitExceeded(f"{name}: {error} (VSOD_MAX_FRAME_SIDE sets the limit)")
+
+    if path.is_dir():
+        for frame in sorted(path.iterdir()):
+            if frame.suffix.lower() in IMAGE_SUFFIXES and frame.is_file():
+                with frame.open("rb") as handle:
+                    head = handle.read(HEADER_BYTES)
+                try:
+                    check_image(head, max_side)
+                except LimitExceeded as error:
+                    raise over(f"{path.name}/{frame.name}", error) from None
+                except VideoError:
+                    pass  # unreadable frames are skipped with a warning when the folder is read
+        return
+    suffix = path.suffix.lower()
+    try:
+        if path.is_file() and suffix in IMAGE_SUFFIXES:
+            check_image(path.read_bytes(), max_side)
+        elif path.is_file() and suffix in VIDEO_SUFFIXES:  # the frame size only: offline clips may be any length
+            check_video(video_header(path), max_side, max_frames=sys.maxsize, max_seconds=math.inf)
+    except LimitExceeded as error:
+        raise over(path.name, error) from None
+    except VideoError as error:  # not an image (or video) by its header, as the server would refuse it
+        raise VideoError(f"{path.name}: {error}") from None
 
 
 def _overwrites_input(kind: str, source: Path, out: Path) -> bool:

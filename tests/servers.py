@@ -15,11 +15,13 @@ import asyncio
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -164,6 +166,23 @@ def decode_png_mask(data: bytes) -> np.ndarray:
     mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     assert mask is not None and mask.dtype == np.uint8 and mask.ndim == 2
     return mask
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid-looking PNG of a few hundred bytes whose header claims width x height (a bomb)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real small JPEG with its frame header rewritten to claim width x height."""
+    data = bytearray(jpeg(moving_square_frames(1)[0]))
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
 
+from service.api.errors import LONGEST_TOKEN, public
 from service.model import Predictor
 from tests.servers import (
     Server,
@@ -41,14 +44,17 @@ def predictor(model_store) -> Predictor:  # type: ignore[no-untyped-def]
     return Predictor(*model_store.load("test-student"), device="cpu")
 
 
-def test_health_ready_and_models(client: httpx.Client, predictor: Predictor) -> None:
+def test_health_ready_and_models(server: Server, client: httpx.Client, predictor: Predictor) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready == {"status": "ready", "model": predictor.model_id, "device": "cpu", "cache": "memory"}
-    models = client.get("/v1/models").json()
+    response = client.get("/v1/models")
+    models = response.json()
     assert models["loaded"] == predictor.model_id and models["device"] == "cpu"
     [entry] = models["models"]
     assert entry["name"] == "test-student" and entry["loaded"] is True and entry["input_size"] == [128, 128]
+    store = server.env["VSOD_MODEL_STORE"]
+    assert "store" not in models and store not in response.text, "the store's path is the server's business"
 
 
 def test_docs_and_openapi(client: httpx.Client) -> None:
@@ -138,6 +144,28 @@ def test_bad_paths_and_parameters(client: httpx.Client, path: str, status: int) 
     response = client.request(method, path, content=png(np.zeros((8, 8, 3), np.uint8)),
                               headers={"content-type": "image/png"})
     assert response.status_code == status and response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/sessions/{long}"), ("DELETE", "/v1/sessions/{long}"), ("GET", "/v1/jobs/{long}"),
+     ("GET", "/v1/jobs/{long}/result"), ("POST", "/v1/images?format={long}"), ("GET", "/v1/{long}")],
+)
+def test_long_ids_are_not_echoed_back(client: httpx.Client, method: str, path: str) -> None:
+    long = "x" * 10_000
+    response = client.request(method, path.format(long=long), content=png(np.zeros((8, 8, 3), np.uint8)),
+                              headers={"content-type": "image/png"})
+    assert 400 <= response.status_code < 500 and response.json()["detail"], response.text[:300]
+    assert "x" * (LONGEST_TOKEN + 1) not in response.text and len(response.text) < 1000, response.text[:300]
+
+
+def test_messages_lose_server_paths_and_long_tokens(tmp_path: Path) -> None:
+    spool = tmp_path / "vsod-spool-abc"
+    spool.mkdir()
+    message = public(f"cannot open video '{spool}/upload-123.mp4': Invalid data; see /v1/jobs/abc and {'y' * 500}")
+    assert str(tmp_path) not in message and "upload-123" not in message and "<server path>" in message
+    assert "/v1/jobs/abc" in message, "API paths are not server paths"
+    assert "y" * (LONGEST_TOKEN + 1) not in message and "(500 characters)" in message
 
 
 def test_metrics_count_requests(client: httpx.Client) -> None:

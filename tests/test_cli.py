@@ -23,6 +23,7 @@ from service.model.complexity import count_flops, count_parameters
 from service.video import open_media
 
 from .conftest import TEST_MODEL
+from .servers import jpeg_claiming, png_claiming
 
 REPO = Path(__file__).resolve().parents[1]
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -210,6 +211,35 @@ def test_predict_bad_input_is_one_line(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("vsod predict: error: ")
     assert not out.exists(), "nothing is written for bad input"
+
+
+@pytest.mark.parametrize("case", ["png-image", "jpeg-in-folder", "setting"])
+def test_predict_checks_images_from_their_header_as_the_server_does(
+    tmp_path: Path, model_store_env: dict[str, str], case: str
+) -> None:
+    """A few hundred bytes claiming 100000x100000 pixels: one line and exit 1, before any decoding;
+    the limit is the server's own (VSOD_MAX_FRAME_SIDE, service.limits)."""
+    out, env = tmp_path / "out", dict(model_store_env)
+    if case == "png-image":
+        source = tmp_path / "bomb.png"
+        source.write_bytes(png_claiming(100_000, 100_000))
+        expected = "bomb.png: the image is 100000x100000; the limit is 4096 pixels a side"
+    elif case == "jpeg-in-folder":
+        source = tmp_path / "frames"
+        source.mkdir()
+        for index, frame in enumerate(moving_square_frames(3, 72, 96)):
+            cv2.imwrite(str(source / f"{index:03d}.jpg"), frame)
+        (source / "003.jpg").write_bytes(jpeg_claiming(65_000, 60_000))
+        expected = "frames/003.jpg: the image is 65000x60000; the limit is 4096 pixels a side"
+    else:  # an ordinary 96x72 frame over a limit set as the server's is
+        source = tmp_path / "small.png"
+        cv2.imwrite(str(source), moving_square_frames(1, 72, 96)[0])
+        env["VSOD_MAX_FRAME_SIDE"] = "64"
+        expected = "small.png: the image is 96x72; the limit is 64 pixels a side"
+    result = run_vsod(env, "predict", source, "--out", out)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"vsod predict: error: {expected} (VSOD_MAX_FRAME_SIDE sets the limit)"]
+    assert not out.exists()
 
 
 def test_predict_refuses_to_overwrite_input_frames(tmp_path: Path, model_store_env: dict[str, str]) -> None:

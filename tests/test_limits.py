@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +19,12 @@ from service.video import VideoError
 from tests.servers import (
     Server,
     jpeg,
+    jpeg_claiming,
     moving_square_frames,
     next_json,
     open_stream,
     png,
+    png_claiming,
     running_server,
     text_messages_until_close,
     write_clip,
@@ -32,23 +32,6 @@ from tests.servers import (
 
 LIMITS = {"max_upload_bytes": 300_000, "max_frame_bytes": 200_000, "max_frame_side": 256, "max_clip_frames": 12,
           "max_clip_seconds": 1.5, "max_stream_fps": 1}
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid-looking PNG of a few hundred bytes whose header claims width x height (a bomb)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    """A real small JPEG with its frame header rewritten to claim width x height."""
-    data = bytearray(jpeg(moving_square_frames(1)[0]))
-    at = data.index(b"\xff\xc0")
-    data[at + 5 : at + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
 
 
 def encoded(ext: str, frame: np.ndarray, *params: int) -> bytes:

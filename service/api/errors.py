@@ -2,15 +2,20 @@
 
 Bad input raises `HTTPException` in the routes (400, 404, 409, 413, 415); the handlers here catch
 what escapes from lower layers so a client never sees an HTML page or a bare 500 traceback.
+Every message passes `public()` on its way out: a server path in it is replaced, and a long token
+(a 10,000-character id sent back in "no session '...'") is clipped, whichever layer wrote it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,10 +23,34 @@ from starlette.responses import Response
 
 from ..engine import EngineClosed
 from ..limits import LimitExceeded
-from ..sessions import CacheUnavailable
+from ..live import StoreUnavailable
 from ..video import VideoError
 
 log = logging.getLogger("vsod.api")
+
+LONGEST_TOKEN = 64  # ids are at most 128 characters, but nothing needs to be echoed in full
+# An absolute path of two or more parts, not inside a URL or another word ("/v1/jobs/x" is one too,
+# which is why `public` replaces only those whose folder exists on this server).
+_PATH = re.compile(r"(?<![\w/.:-])/(?:[^\s/'\"`]+/)+[^\s/'\"`,;)]*")
+_LONG = re.compile(rf"[^\s'\"`]{{{LONGEST_TOKEN + 1},}}")
+REDACTED = "<server path>"
+
+
+def public(message: str) -> str:
+    """`message` fit for a client: paths on this server replaced, tokens over LONGEST_TOKEN clipped."""
+
+    def path(match: re.Match[str]) -> str:
+        folder = Path(match.group(0)).parent
+        return REDACTED if folder != Path("/") and folder.is_dir() else match.group(0)
+
+    message = _PATH.sub(path, message)
+    return _LONG.sub(lambda m: f"{m.group(0)[:24]}…({len(m.group(0))} characters)", message)
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one shape of an HTTP error: `{"detail": message}`, the message made `public`."""
+    return JSONResponse({"detail": public(detail)}, status_code=status, headers=headers)
+
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     from .schemas import Problem
@@ -42,7 +71,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def ws_error(code: str, message: str) -> dict[str, str]:
     """The one shape of a WebSocket error message; the connection stays open after it."""
-    return {"type": "error", "code": code, "message": message}
+    return {"type": "error", "code": code, "message": public(message)}
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -58,33 +87,42 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_problem(request: Request, error: StarletteHTTPException) -> Response:
+        headers = dict(error.headers or {})
         if error.status_code == 405:
-            allow = ", ".join(allowed_methods(app, request.url.path))
-            error = StarletteHTTPException(405, error.detail, headers={**(error.headers or {}), "Allow": allow})
-        return await http_exception_handler(request, error)
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        if error.status_code in (204, 304):  # no body allowed (not raised today; kept correct)
+            return Response(status_code=error.status_code, headers=headers)
+        return problem(error.status_code, str(error.detail), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's list of problems, each input clipped and cleaned as any other message.
+        items = [{**item, "input": public(item["input"])} if isinstance(item.get("input"), str) else item
+                 for item in error.errors()]
+        return JSONResponse({"detail": jsonable_encoder(items)}, status_code=422)
 
     @app.exception_handler(VideoError)
     async def bad_media(_: Request, error: VideoError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=400)
+        return problem(400, str(error))
 
     @app.exception_handler(LimitExceeded)
     async def over_limit(_: Request, error: LimitExceeded) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=413)
+        return problem(413, str(error))
 
-    @app.exception_handler(CacheUnavailable)
-    async def cache_down(_: Request, error: CacheUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=503)
+    @app.exception_handler(StoreUnavailable)
+    async def cache_down(_: Request, error: StoreUnavailable) -> JSONResponse:
+        return problem(503, str(error))
 
     @app.exception_handler(RedisError)
     async def store_down(_: Request, error: RedisError) -> JSONResponse:
         log.warning("redis: %s", error)
-        return JSONResponse({"detail": f"the session/job store is unavailable: {error}"}, status_code=503)
+        return problem(503, f"the session/job store is unavailable: {error}")
 
     @app.exception_handler(EngineClosed)
     async def closing(_: Request, error: EngineClosed) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=503)
+        return problem(503, str(error))
 
     @app.exception_handler(Exception)
     async def internal(_: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)
+        return problem(500, f"internal error: {type(error).__name__}")

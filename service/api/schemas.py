@@ -40,7 +40,6 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     loaded: str = Field(description="model_id of the served model", examples=["vsod-student@3f2a9c1b7d0e"])
     device: str = Field(examples=["cuda:0"])
-    store: str = Field(examples=["/srv/vsod/model_store"])
     models: list[ModelInfo]
 
 

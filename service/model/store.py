@@ -93,7 +93,7 @@ class ModelStore:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ModelStoreError(f"{path} is not valid JSON: {error}") from None
+            raise ModelStoreError(f"model {name!r}: its {MANIFEST} is not valid JSON: {error}") from None
         manifest = Manifest.from_dict(data)
         if manifest.architecture != ARCHITECTURE:
             raise ModelStoreError(f"model {name!r} has architecture {manifest.architecture!r}, expected {ARCHITECTURE!r}")
@@ -104,7 +104,7 @@ class ModelStore:
         manifest = self.manifest(name)
         weights = self.root / name / manifest.weights
         if not weights.is_file():
-            raise ModelStoreError(f"model {name!r} has no weights file {weights}")
+            raise ModelStoreError(f"model {name!r} has no weights file {manifest.weights!r}")
         if verify and (actual := sha256_of(weights)) != manifest.sha256:
             raise ModelStoreError(
                 f"model {name!r}: weights sha256 {actual[:12]}… does not match the manifest's {manifest.sha256[:12]}…"

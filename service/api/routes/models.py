@@ -1,4 +1,4 @@
-"""The model store's contents and which model this process serves."""
+"""The model store's contents and which model this process serves (by name: never a server path)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from ...model import ModelStore, ModelStoreError
 from ..deps import Services, services
+from ..errors import public
 from ..schemas import ModelInfo, ModelList
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -20,13 +21,13 @@ def _list(svc: Services) -> ModelList:
         try:
             manifest = store.manifest(name)
         except ModelStoreError as error:  # a broken entry is listed with its reason, not hidden
-            models.append(ModelInfo(name=name, version="", input_size=(0, 0), loaded=False, error=str(error)))
+            models.append(ModelInfo(name=name, version="", input_size=(0, 0), loaded=False, error=public(str(error))))
             continue
         models.append(ModelInfo(
             name=name, version=manifest.version, input_size=manifest.input_size, created=manifest.created,
             metrics=manifest.metrics, loaded=manifest.model_id == svc.predictor.model_id, model_id=manifest.model_id,
         ))
-    return ModelList(loaded=svc.predictor.model_id, device=str(svc.predictor.device), store=str(store.root), models=models)
+    return ModelList(loaded=svc.predictor.model_id, device=str(svc.predictor.device), models=models)
 
 
 @router.get("/models", response_model=ModelList, summary="Models in the store, and the one loaded")
