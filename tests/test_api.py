@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import re
 from pathlib import Path
 
 import httpx
@@ -55,6 +56,20 @@ def test_health_ready_and_models(server: Server, client: httpx.Client, predictor
     assert entry["name"] == "test-student" and entry["loaded"] is True and entry["input_size"] == [128, 128]
     store = server.env["VSOD_MODEL_STORE"]
     assert "store" not in models and store not in response.text, "the store's path is the server's business"
+
+
+@pytest.mark.parametrize(("page", "script"), [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")])
+def test_docs_work_offline(client: httpx.Client, page: str, script: str) -> None:
+    """Every script, style and icon the docs pages load comes from this server, not a CDN."""
+    html = client.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assets = re.findall(r"""(?:src|href)\s*[=:]\s*['"]([^'"]+)['"]""", html.text)
+    assert any(asset.endswith(script) for asset in assets), assets
+    assert not re.search(r"https?://", html.text), "a docs page refers to another host"
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
+    assert client.get("/openapi.json").status_code == 200
 
 
 def test_docs_and_openapi(client: httpx.Client) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
@@ -64,6 +65,7 @@ TAGS = [
 ]
 
 
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
 TRY_AGAIN_LATER = 1013  # WebSocket close code: the server cannot take the stream yet
 
 
@@ -71,7 +73,7 @@ class LoadingGate:
     """Until the process is ready, what needs the model answers 503 (a stream: an error message and
     close 1013) instead of reaching a route before its services exist. Health, docs and the page pass."""
 
-    OPEN = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/static/")
+    OPEN = ("/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/static/", DOCS_ASSETS)
 
     def __init__(self, app: ASGIApp, startup: Startup) -> None:
         self.app, self.startup = app, startup
@@ -86,7 +88,7 @@ class LoadingGate:
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.accept"})
-            await send({"type": "websocket.send", "text": json.dumps(errors.ws_error("not_ready", message))})
+            await send({"type": "websocket.send", "text": errors.ws_error("not_ready", message).text()})
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "not ready"})
             return
         body = json.dumps({"detail": message}).encode()
@@ -118,7 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if startup.services is not None:
                 await stop_services(startup.services)
 
-    app = FastAPI(title="vsod", version=__version__, description=DESCRIPTION, openapi_tags=TAGS, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN: blank pages offline. These
+    # serve the same files from the fastapi-offline package, at DOCS_ASSETS.
+    app = FastAPIOffline(title="vsod", version=__version__, description=DESCRIPTION, openapi_tags=TAGS,
+                         lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.startup = startup
     app.dependency_overrides[get_settings] = lambda: settings
     errors.install(app)
