@@ -3,9 +3,10 @@
     python bench/state.py --model vsod-student
     python bench/state.py --input 352 352 --sessions 1 8 16 --runs 200
 
-The state is what the engine moves per frame: `SessionRecord.to_bytes()` around the model's
-`StreamState` (the previous frame's projected stride-32 features, float32). Timings go through
-`RedisSessionCache`, the server's own asyncio client code, so they include (de)serialisation.
+The state is what the engine moves per frame: `SessionState.to_bytes()` (service/live/state.py),
+the model's carried features (the previous frame's projected stride-32 tensor, float32) plus the
+session's bookkeeping. Timings go through `RedisSessionStore`, the server's own asyncio client code,
+so they include (de)serialisation.
 Prints a table, then one JSON line.
 """
 
@@ -23,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REDIS_URL, delete_prefix, median, redis_prefix, summary  # noqa: E402
 
-from service.model import ModelStore, StreamState  # noqa: E402
-from service.sessions import RedisSessionCache, SessionRecord  # noqa: E402
+from service.live import RedisSessionStore, SessionState  # noqa: E402
+from service.model import ModelStore  # noqa: E402
 
 
-def state_bytes(args: argparse.Namespace) -> tuple[bytes, str, tuple[int, int], tuple[int, ...]]:
+def session_state(args: argparse.Namespace) -> tuple[SessionState, tuple[int, ...]]:
     if args.input:
         from service.model import stkd_student
 
@@ -38,21 +39,21 @@ def state_bytes(args: argparse.Namespace) -> tuple[bytes, str, tuple[int, int], 
         model_id, size = manifest.model_id, tuple(manifest.input_size)
     shape = model.state_shape(size)  # type: ignore[arg-type]
     features = np.random.default_rng(0).random(shape, dtype=np.float32)
-    state = StreamState(model_id, size, 7, features)  # type: ignore[arg-type]
-    return state.to_bytes(), model_id, size, shape  # type: ignore[return-value]
+    now = time.time()
+    return SessionState(model_id, size, 7, {"features": features}, now, now), shape  # type: ignore[arg-type]
 
 
-async def round_trips(args: argparse.Namespace, state: bytes, model_id: str) -> dict[str, dict[str, float]]:
+async def round_trips(args: argparse.Namespace, state: SessionState) -> dict[str, dict[str, float]]:
     from redis.asyncio import Redis
 
     prefix = redis_prefix()
     client = Redis.from_url(args.redis)
-    cache = RedisSessionCache(client, prefix, ttl_s=120)
+    cache = RedisSessionStore(client, prefix, ttl_s=120)
     out: dict[str, dict[str, float]] = {}
     try:
         for n in args.sessions:
-            records = [SessionRecord(f"s{i}", state, 7, model_id, time.time(), time.time()) for i in range(n)]
-            ids = [r.session_id for r in records]
+            records = [(f"s{i}", state) for i in range(n)]
+            ids = [sid for sid, _ in records]
             await cache.put_many(records)
             timings: dict[str, list[float]] = {"get_many": [], "n_gets": [], "put_many": [], "n_puts": []}
             for _ in range(args.runs):
@@ -67,8 +68,8 @@ async def round_trips(args: argparse.Namespace, state: bytes, model_id: str) -> 
                 await cache.put_many(records)
                 timings["put_many"].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                for record in records:
-                    await cache.put(record)
+                for sid, one in records:
+                    await cache.put(sid, one)
                 timings["n_puts"].append(time.perf_counter() - start)
             out[str(n)] = {key: round(median(values) * 1000, 4) for key, values in timings.items()}
     finally:
@@ -87,17 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", default=REDIS_URL)
     args = parser.parse_args(argv)
 
-    state, model_id, size, shape = state_bytes(args)
-    record = SessionRecord("camera-1", state, 7, model_id, time.time(), time.time()).to_bytes()
-    timings = asyncio.run(round_trips(args, state, model_id))
-    print(f"model {model_id} at {size[0]}x{size[1]}: state {shape} float32 = {len(state)} bytes "
-          f"(stream state), {len(record)} bytes in Redis (session record)")
+    state, shape = session_state(args)
+    model_id, size, record = state.model_id, state.input_size, state.to_bytes()
+    timings = asyncio.run(round_trips(args, state))
+    print(f"model {model_id} at {size[0]}x{size[1]}: carried {shape} float32 = {4 * int(np.prod(shape))} bytes, "
+          f"{len(record)} bytes in Redis (session state)")
     print(f"{'sessions':>8} {'get_many ms':>12} {'N gets ms':>10} {'ratio':>6} {'put_many ms':>12} {'N puts ms':>10} {'ratio':>6}")
     for n, row in timings.items():
         print(f"{n:>8} {row['get_many']:>12.3f} {row['n_gets']:>10.3f} {row['n_gets'] / row['get_many']:>6.2f} "
               f"{row['put_many']:>12.3f} {row['n_puts']:>10.3f} {row['n_puts'] / row['put_many']:>6.2f}")
     print(summary("state", args, {"model": model_id, "input_size": list(size), "state_shape": list(shape),
-                                  "state_bytes": len(state), "record_bytes": len(record), "round_trip_ms": timings,
+                                  "state_bytes": 4 * int(np.prod(shape)), "record_bytes": len(record), "round_trip_ms": timings,
                                   "statistic": f"median of {args.runs} runs"}, argv))
     return 0
 

@@ -19,7 +19,6 @@ Server problems raise `VsodError` subclasses carrying the server's own message.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -28,7 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from .client_async import AsyncVsodClient
@@ -41,25 +40,17 @@ from .client_common import (
     VsodConnectionError,
     VsodError,
     VsodHTTPError,
-    backoff_s,
     checked,
-    config_message,
     decode_result,
     encode_frame,
-    final_close,
-    hello_problem,
     image_bytes,
     image_params,
     job_finished,
     key_headers,
     raw_mask,
-    resume_gap,
-    resume_note,
-    server_error,
-    stream_result,
-    stream_url,
     ws_base,
 )
+from .client_stream import Action, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
 
 __all__ = ["AsyncVsodClient", "JobFailed", "LiveStream", "StreamError", "StreamResult", "VsodClient",
            "VsodConnectionError", "VsodError", "VsodHTTPError", "encode_frame"]
@@ -167,22 +158,35 @@ class VsodClient:
 class LiveStream:
     """One session on `/v1/stream` in lockstep, reconnecting (same session id) when the connection drops.
 
-    `next_frame` is the session index the next frame will get; it follows the server's word after
-    each reconnection, so a frame is never counted twice nor skipped.
+    The decisions (when to reconnect, resend, or report a lost mask) are `StreamCursor`'s plans
+    (service/client_stream.py), shared with the asyncio client; this class only performs their I/O.
     """
 
     def __init__(self, client: VsodClient, session_id: str | None, encoding: Encoding = "png", quality: int = 90,
                  threshold: float | None = None, retries: int = 5, max_fps: float | None = None) -> None:
-        self.client, self.session_id = client, session_id
-        self.encoding, self.quality, self.threshold, self.retries = encoding, quality, threshold, retries
-        self.interval = 1.0 / max_fps if max_fps else 0.0
-        self._last_send = 0.0
-        self.next_frame = 0
-        self.model: str | None = None
-        self.reconnects = 0
+        self.client, self.encoding, self.quality = client, encoding, quality
+        self.cursor = StreamCursor(client.base_url, session_id, threshold, retries, max_fps)
         self._ws: ClientConnection | None = None
-        self._note: str | None = None  # a restart the next result should report
-        self._connect(first=True)
+        self._connection = ExitStack()  # the open connection's context
+        self._last_send = 0.0
+        self._run(self.cursor.connect(first=True))
+
+    @property
+    def session_id(self) -> str | None:
+        return self.cursor.session_id
+
+    @property
+    def next_frame(self) -> int:
+        """The session index the next frame will get (the server's word after each reconnection)."""
+        return self.cursor.next_frame
+
+    @property
+    def model(self) -> str | None:
+        return self.cursor.model
+
+    @property
+    def reconnects(self) -> int:
+        return self.cursor.reconnects
 
     def __enter__(self) -> LiveStream:
         return self
@@ -190,113 +194,54 @@ class LiveStream:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    # -- connection --------------------------------------------------------------------------------
-    def _connect(self, first: bool = False) -> None:
-        """Connect (retrying with backoff) and read the session message; then ask for raw masks."""
-        url = stream_url(self.client.base_url, self.session_id)
-        failures = 0
-        while True:
-            try:
-                with ExitStack() as stack:  # closes the connection unless the hello goes through
-                    # As a context manager: websockets 17 warns about bare connect() calls.
-                    ws = stack.enter_context(connect(url, additional_headers=key_headers(self.client.api_key), max_size=None,
-                                                     open_timeout=self.client.timeout, close_timeout=2))
-                    hello = self._json(ws)
-                    if problem := hello_problem(hello):
-                        raise problem
-                    ws.send(config_message(self.threshold))
-                    ack = self._json(ws)
-                    if problem := server_error(ack):
-                        raise problem
-                    stack.pop_all()
-                break
-            except InvalidStatus as error:  # the handshake was refused over HTTP (e.g. 401/403)
-                raise VsodHTTPError(error.response.status_code, error.response.body.decode(errors="replace")[:300]) from error
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as error:
-                if isinstance(error, ConnectionClosed) and (final := final_close(error)):
-                    raise final from error
-                if failures >= self.retries:
-                    raise VsodConnectionError(f"cannot stream to {url}: {error}") from error
-                time.sleep(backoff_s(failures))
-                failures += 1
-        expected = self.next_frame
-        self._ws, self.session_id, self.model = ws, str(hello["session_id"]), hello.get("model")
-        self.next_frame = int(hello["frame"])
-        self._note = hello.get("restarted")
-        if not first:
-            self.reconnects += 1
-            self._note = self._note or resume_note(expected, self.next_frame)
-
-    def _json(self, ws: ClientConnection) -> dict[str, Any]:
-        message = ws.recv(timeout=self.client.timeout)
-        if not isinstance(message, str):
-            raise StreamError("protocol", f"expected a JSON text message, got {len(message)} bytes")
-        return json.loads(message)
-
-    def _drop_connection(self) -> None:
-        if self._ws is not None:
-            try:
-                self._ws.close()
-            except (OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
-                pass
-            self._ws = None
-
-    # -- frames --------------------------------------------------------------------------------------
     def send(self, frame: np.ndarray) -> StreamResult:
         """Send one frame and wait for its mask; reconnects and resends when the connection drops."""
-        data = encode_frame(frame, self.encoding, self.quality)
-        failures = 0
-        while True:
-            if self._ws is None:
-                expected = self.next_frame
-                self._connect()
-                if resume_gap(expected, self.next_frame) == "lost":
-                    return StreamResult(expected, None, restarted=self._take_note(), lost=True)
-            try:
-                if self.interval:
-                    time.sleep(max(0.0, self._last_send + self.interval - time.monotonic()))
-                    self._last_send = time.monotonic()
-                self._ws.send(data)  # type: ignore[union-attr]
-                header, body = self._receive_mask()
-            except (ConnectionClosed, OSError, TimeoutError) as error:
-                if isinstance(error, ConnectionClosed) and (final := final_close(error)):
-                    raise final from error
-                self._drop_connection()
-                if failures >= self.retries:
-                    raise VsodConnectionError(f"the stream kept dropping: {error}") from error
-                failures += 1
-                continue
-            result = stream_result(header, body, self._take_note())
-            self.next_frame = result.frame + 1
-            return result
-
-    def _take_note(self) -> str | None:
-        note, self._note = self._note, None
-        return note
-
-    def _receive_mask(self) -> tuple[dict[str, Any], bytes]:
-        assert self._ws is not None
-        while True:
-            message = self._json(self._ws)
-            if problem := server_error(message):
-                raise problem
-            if message.get("type") == "mask":
-                body = self._ws.recv(timeout=self.client.timeout)
-                if not isinstance(body, bytes):
-                    raise StreamError("protocol", "expected the mask's bytes after its header")
-                return message, body
+        return self._run(self.cursor.send(encode_frame(frame, self.encoding, self.quality)))
 
     def reset(self) -> None:
         """Forget the session's temporal context; the next frame is frame 0 again."""
-        if self._ws is None:
-            self._connect()
-        assert self._ws is not None
-        self._ws.send(json.dumps({"type": "reset"}))
-        while (message := self._json(self._ws)).get("type") != "reset":
-            if problem := server_error(message):
-                raise problem
-        self.next_frame = 0
+        self._run(self.cursor.reset())
 
     def close(self) -> None:
         """Close the connection; the session's state stays on the server until its TTL."""
-        self._drop_connection()
+        self._run(self.cursor.drop())
+
+    def _run(self, plan: Plan) -> Any:
+        """Perform a plan's I/O until it returns; an I/O error is thrown into the plan to decide on."""
+        outcome: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                action = plan.throw(error) if error is not None else plan.send(outcome)
+            except StopIteration as done:
+                return done.value
+            outcome, error = None, None
+            try:
+                outcome = self._perform(action)
+            except Exception as problem:  # noqa: BLE001 - the plan decides what each failure means
+                error = problem
+
+    def _perform(self, action: Action) -> Any:
+        if isinstance(action, Open):
+            # Entered as a context manager (websockets 17 deprecates bare connect()); Drop exits it.
+            self._ws = self._connection.enter_context(connect(
+                action.url, additional_headers=key_headers(self.client.api_key), max_size=None,
+                open_timeout=self.client.timeout, close_timeout=2))
+        elif isinstance(action, Receive):
+            assert self._ws is not None
+            return self._ws.recv(timeout=self.client.timeout)
+        elif isinstance(action, (SendText, SendBytes)):
+            assert self._ws is not None
+            self._ws.send(action.text if isinstance(action, SendText) else action.data)
+        elif isinstance(action, Pace):
+            time.sleep(max(0.0, self._last_send + action.interval - time.monotonic()))
+            self._last_send = time.monotonic()
+        elif isinstance(action, Sleep):
+            time.sleep(action.seconds)
+        elif isinstance(action, Drop):
+            try:
+                self._connection.close()
+            except (OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
+                pass
+            self._ws = None
+        return None

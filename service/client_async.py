@@ -12,7 +12,6 @@ reconnect-and-resume with the same session id, the API key in the `X-API-Key` he
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -21,34 +20,24 @@ from typing import Any
 import httpx
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from .client_common import (
     Encoding,
     ResultFormat,
-    StreamError,
     StreamResult,
     VsodConnectionError,
-    VsodHTTPError,
-    backoff_s,
     checked,
-    config_message,
     decode_result,
     encode_frame,
-    final_close,
-    hello_problem,
     image_bytes,
     image_params,
     job_finished,
     key_headers,
     raw_mask,
-    resume_gap,
-    resume_note,
-    server_error,
-    stream_result,
-    stream_url,
     ws_base,
 )
+from .client_stream import Action, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
 
 
 class AsyncVsodClient:
@@ -137,131 +126,87 @@ class AsyncVsodClient:
 
 
 class AsyncLiveStream:
-    """One session on `/v1/stream` in lockstep, reconnecting (same session id) when the connection drops."""
+    """One session on `/v1/stream` in lockstep, reconnecting (same session id) when the connection drops.
+
+    It performs the I/O of the same `StreamCursor` plans as the synchronous `LiveStream`."""
 
     def __init__(self, client: AsyncVsodClient, session_id: str | None, encoding: Encoding = "png", quality: int = 90,
                  threshold: float | None = None, retries: int = 5, max_fps: float | None = None) -> None:
-        self.client, self.session_id = client, session_id
-        self.encoding, self.quality, self.threshold, self.retries = encoding, quality, threshold, retries
-        self.interval = 1.0 / max_fps if max_fps else 0.0
-        self.next_frame, self.reconnects = 0, 0
-        self.model: str | None = None
+        self.client, self.encoding, self.quality = client, encoding, quality
+        self.cursor = StreamCursor(client.base_url, session_id, threshold, retries, max_fps)
         self._ws: ClientConnection | None = None
-        self._note: str | None = None
         self._last_send = 0.0
 
+    @property
+    def session_id(self) -> str | None:
+        return self.cursor.session_id
+
+    @property
+    def next_frame(self) -> int:
+        return self.cursor.next_frame
+
+    @property
+    def model(self) -> str | None:
+        return self.cursor.model
+
+    @property
+    def reconnects(self) -> int:
+        return self.cursor.reconnects
+
     async def __aenter__(self) -> AsyncLiveStream:
-        await self._connect(first=True)
+        await self._run(self.cursor.connect(first=True))
         return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
-    async def _json(self, ws: ClientConnection) -> dict[str, Any]:
-        message = await asyncio.wait_for(ws.recv(), self.client.timeout)
-        if not isinstance(message, str):
-            raise StreamError("protocol", f"expected a JSON text message, got {len(message)} bytes")
-        return json.loads(message)
-
-    async def _connect(self, first: bool = False) -> None:
-        url = stream_url(self.client.base_url, self.session_id)
-        failures = 0
-        while True:
-            ws: ClientConnection | None = None
-            try:
-                ws = await connect(url, additional_headers=key_headers(self.client.api_key), max_size=None,
-                                   open_timeout=self.client.timeout, close_timeout=2)
-                hello = await self._json(ws)
-                if problem := hello_problem(hello):
-                    raise problem
-                await ws.send(config_message(self.threshold))
-                if problem := server_error(await self._json(ws)):
-                    raise problem
-                break
-            except InvalidStatus as error:
-                raise VsodHTTPError(error.response.status_code, error.response.body.decode(errors="replace")[:300]) from error
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as error:
-                if ws is not None:
-                    await ws.close()
-                if isinstance(error, ConnectionClosed) and (final := final_close(error)):
-                    raise final from error
-                if failures >= self.retries:
-                    raise VsodConnectionError(f"cannot stream to {url}: {error}") from error
-                await asyncio.sleep(backoff_s(failures))
-                failures += 1
-            except BaseException:
-                if ws is not None:
-                    await ws.close()
-                raise
-        expected = self.next_frame
-        self._ws, self.session_id, self.model = ws, str(hello["session_id"]), hello.get("model")
-        self.next_frame = int(hello["frame"])
-        self._note = hello.get("restarted")
-        if not first:
-            self.reconnects += 1
-            self._note = self._note or resume_note(expected, self.next_frame)
-
     async def send(self, frame: np.ndarray) -> StreamResult:
         """Send one frame and wait for its mask; reconnects and resends when the connection drops."""
         data = await asyncio.to_thread(encode_frame, frame, self.encoding, self.quality)
-        failures = 0
-        while True:
-            if self._ws is None:
-                expected = self.next_frame
-                await self._connect()
-                if resume_gap(expected, self.next_frame) == "lost":
-                    note, self._note = self._note, None
-                    return StreamResult(expected, None, restarted=note, lost=True)
-            try:
-                if self.interval:
-                    await asyncio.sleep(max(0.0, self._last_send + self.interval - time.monotonic()))
-                    self._last_send = time.monotonic()
-                await self._ws.send(data)  # type: ignore[union-attr]
-                header, body = await self._receive_mask()
-            except (ConnectionClosed, OSError, TimeoutError) as error:
-                if isinstance(error, ConnectionClosed) and (final := final_close(error)):
-                    raise final from error
-                await self._drop()
-                if failures >= self.retries:
-                    raise VsodConnectionError(f"the stream kept dropping: {error}") from error
-                failures += 1
-                continue
-            note, self._note = self._note, None
-            result = stream_result(header, body, note)
-            self.next_frame = result.frame + 1
-            return result
-
-    async def _receive_mask(self) -> tuple[dict[str, Any], bytes]:
-        assert self._ws is not None
-        while True:
-            message = await self._json(self._ws)
-            if problem := server_error(message):
-                raise problem
-            if message.get("type") == "mask":
-                body = await asyncio.wait_for(self._ws.recv(), self.client.timeout)
-                if not isinstance(body, bytes):
-                    raise StreamError("protocol", "expected the mask's bytes after its header")
-                return message, body
+        return await self._run(self.cursor.send(data))
 
     async def reset(self) -> None:
         """Forget the session's temporal context; the next frame is frame 0 again."""
-        if self._ws is None:
-            await self._connect()
-        assert self._ws is not None
-        await self._ws.send(json.dumps({"type": "reset"}))
-        while (message := await self._json(self._ws)).get("type") != "reset":
-            if problem := server_error(message):
-                raise problem
-        self.next_frame = 0
+        await self._run(self.cursor.reset())
 
-    async def _drop(self) -> None:
-        if self._ws is not None:
+    async def close(self) -> None:
+        """Close the connection; the session's state stays on the server until its TTL."""
+        await self._run(self.cursor.drop())
+
+    async def _run(self, plan: Plan) -> Any:
+        """Perform a plan's I/O until it returns; an I/O error is thrown into the plan to decide on."""
+        outcome: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                action = plan.throw(error) if error is not None else plan.send(outcome)
+            except StopIteration as done:
+                return done.value
+            outcome, error = None, None
+            try:
+                outcome = await self._perform(action)
+            except Exception as problem:  # noqa: BLE001 - the plan decides what each failure means
+                error = problem
+
+    async def _perform(self, action: Action) -> Any:
+        if isinstance(action, Open):
+            self._ws = await connect(action.url, additional_headers=key_headers(self.client.api_key), max_size=None,
+                                     open_timeout=self.client.timeout, close_timeout=2)
+        elif isinstance(action, Receive):
+            assert self._ws is not None
+            return await asyncio.wait_for(self._ws.recv(), self.client.timeout)
+        elif isinstance(action, (SendText, SendBytes)):
+            assert self._ws is not None
+            await self._ws.send(action.text if isinstance(action, SendText) else action.data)
+        elif isinstance(action, Pace):
+            await asyncio.sleep(max(0.0, self._last_send + action.interval - time.monotonic()))
+            self._last_send = time.monotonic()
+        elif isinstance(action, Sleep):
+            await asyncio.sleep(action.seconds)
+        elif isinstance(action, Drop) and self._ws is not None:
             try:
                 await self._ws.close()
             except (OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
                 pass
             self._ws = None
-
-    async def close(self) -> None:
-        """Close the connection; the session's state stays on the server until its TTL."""
-        await self._drop()
+        return None

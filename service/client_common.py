@@ -1,5 +1,5 @@
-"""What the synchronous and asyncio clients share: exceptions, results, encoding, and the protocol's
-decisions (what a reconnection found, which errors are final), kept free of I/O so both agree."""
+"""What the synchronous and asyncio clients share over HTTP: exceptions, results, encoding and decoding.
+The live stream's shared part is service/client_stream.py."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
 
 import cv2
 import httpx
 import numpy as np
-from websockets.exceptions import ConnectionClosed
 
 Encoding = Literal["png", "jpeg"]
 ResultFormat = Literal["npz", "zip"]
-# Close codes that mean "do not come back with the same request": policy (bad id, refused key).
-FINAL_CLOSE_CODES = frozenset({1003, 1008, 4401, 4403})
 
 
 class VsodError(Exception):
@@ -119,11 +115,6 @@ def ws_base(base_url: str) -> str:
     raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
 
 
-def stream_url(base_url: str, session_id: str | None) -> str:
-    query = f"?session_id={quote(session_id, safe='')}" if session_id else ""
-    return f"{ws_base(base_url.rstrip('/'))}/v1/stream{query}"
-
-
 def key_headers(api_key: str | None) -> dict[str, str]:
     """The key goes in a header, for the WebSocket too: it stays out of URLs and access logs."""
     return {"X-API-Key": api_key} if api_key else {}
@@ -167,63 +158,3 @@ def decode_result(data: bytes, fmt: str) -> np.ndarray:
             names = sorted(archive.namelist())
             return np.stack([cv2.imdecode(np.frombuffer(archive.read(n), np.uint8), cv2.IMREAD_UNCHANGED) for n in names])
     raise ValueError(f"masks come from format 'npz' or 'zip'; fetch {fmt!r} with job_result()")
-
-
-# ---------------------------------------------------------------- the stream protocol
-
-
-def config_message(threshold: float | None) -> str:
-    return json.dumps({"type": "config", "format": "raw", "threshold": threshold})
-
-
-def hello_problem(hello: dict[str, Any]) -> Exception | None:
-    """What a refused connection means: ConnectionError (try again) or StreamError (final)."""
-    if hello.get("type") != "error":
-        return None
-    if hello.get("code") == "shutting_down":  # a replica going away: another one (or it, restarted) will do
-        return ConnectionError(str(hello.get("message")))
-    return StreamError(str(hello.get("code")), str(hello.get("message")))
-
-
-def final_close(error: ConnectionClosed) -> StreamError | None:
-    if error.rcvd is not None and error.rcvd.code in FINAL_CLOSE_CODES:
-        return StreamError("closed", f"the server closed the stream: {error.rcvd.code} {error.rcvd.reason}")
-    return None
-
-
-def resume_gap(expected: int, server_next: int) -> Literal["resend", "lost", "restarted"]:
-    """What a reconnection found, for the frame the client sent as session frame `expected`.
-
-    resend: the server never processed it. lost: it did, but its mask never came back.
-    restarted: the server's session is elsewhere (expired, reset): its temporal context restarts.
-    """
-    if server_next == expected:
-        return "resend"
-    if server_next == expected + 1:
-        return "lost"
-    return "restarted"
-
-
-def resume_note(expected: int, server_next: int) -> str | None:
-    if resume_gap(expected, server_next) != "restarted":
-        return None
-    return f"reconnected: the server's session is at frame {server_next}, not {expected}; temporal context restarted"
-
-
-def server_error(message: dict[str, Any]) -> StreamError | None:
-    if message.get("type") == "error":
-        return StreamError(str(message.get("code")), str(message.get("message")))
-    return None
-
-
-def stream_result(header: dict[str, Any], body: bytes, note: str | None) -> StreamResult:
-    height, width = int(header["height"]), int(header["width"])
-    if len(body) != height * width:
-        raise StreamError("bad_mask", f"expected {height}x{width} raw mask bytes, got {len(body)}")
-    mask = np.frombuffer(body, np.uint8).reshape(height, width).copy()
-    return StreamResult(int(header["frame"]), mask, header.get("latency_ms"), int(header.get("dropped", 0)),
-                        header.get("restarted") or note, temporal=header.get("temporal", True) is not False)
-
-
-def backoff_s(attempt: int) -> float:
-    return min(2.0, 0.1 * 2**attempt)

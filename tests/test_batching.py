@@ -7,10 +7,10 @@ import asyncio
 import numpy as np
 
 from service.batch_window import ACTIVE_S
-from service.engine import Engine, FrameResult
+from service.engine_types import FrameResult
 from service.model import ModelStore, Predictor
-from service.sessions import MemorySessionCache
 
+from .engines import memory_engine, step
 from .servers import max_diff, moving_square_frames
 
 
@@ -19,16 +19,15 @@ def test_batch_window_gathers_active_sessions_and_a_lone_stream_never_waits(mode
     frames = moving_square_frames(4, seed=21)
 
     async def main() -> tuple[FrameResult, FrameResult, FrameResult]:
-        cache = MemorySessionCache(60)
         # A window far longer than the test: a lone stream that waited for it would hang here.
-        engine = Engine(predictor, cache, batch_size=4, batch_wait_ms=600_000)
+        engine = memory_engine(predictor, batch_size=4, batch_wait_ms=600_000)
         await engine.start()
         try:
-            lone = await asyncio.wait_for(engine.step("a", frames[0]), 120)  # only "a" is active
-            await engine.step("b", frames[1])  # now two sessions are active
-            first = asyncio.ensure_future(engine.step("a", frames[2]))
+            lone = await asyncio.wait_for(step(engine, "a", frames[0]), 120)  # only "a" is active
+            await step(engine, "b", frames[1])  # now two sessions are active
+            first = asyncio.ensure_future(step(engine, "a", frames[2]))
             await asyncio.sleep(0.05)  # "b" arrives later, within the window: same pass
-            second = await engine.step("b", frames[3])
+            second = await step(engine, "b", frames[3])
             return lone, await first, second
         finally:
             await engine.close()
@@ -47,13 +46,13 @@ def test_closing_during_the_window_fails_the_waiting_frames(model_store: ModelSt
     predictor = Predictor(*model_store.load("test-student"), device="cpu")
 
     async def main() -> list[object]:
-        engine = Engine(predictor, MemorySessionCache(60), batch_size=4)
+        engine = memory_engine(predictor, batch_size=4)
         await engine.start()
         frames = moving_square_frames(3, seed=2)
         for session, frame in zip("abc", frames):  # three active sessions, no window yet
-            await engine.step(session, frame)
+            await step(engine, session, frame)
         engine.batch_wait_s = 600
-        pending = [asyncio.ensure_future(engine.step(s, frames[0])) for s in ("a", "b")]
+        pending = [asyncio.ensure_future(step(engine, s, frames[0])) for s in ("a", "b")]
         await asyncio.sleep(0.05)  # the worker is now waiting for "c" within the window
         await engine.close()
         return await asyncio.gather(*pending, return_exceptions=True)
@@ -69,17 +68,17 @@ def test_window_does_not_wait_for_a_session_whose_frame_is_not_due(model_store: 
     frames = moving_square_frames(4, seed=23)
 
     async def main() -> FrameResult:
-        engine = Engine(predictor, MemorySessionCache(60), batch_size=4)
+        engine = memory_engine(predictor, batch_size=4)
         await engine.start()
         try:
-            await engine.step("a", frames[0])
-            await engine.step("b", frames[1])
+            await step(engine, "a", frames[0])
+            await step(engine, "b", frames[1])
             await asyncio.sleep(0.05)
-            await engine.step("b", frames[2])  # b's rhythm: a frame every ~0.05 s
+            await step(engine, "b", frames[2])  # b's rhythm: a frame every ~0.05 s
             await asyncio.sleep(0.3)  # b is now well past due, but still counts as streaming
             engine.batch_wait_s = 600
             assert engine.window.active_sessions() == 2  # by session count alone, a's frame would wait for b's
-            return await asyncio.wait_for(engine.step("a", frames[3]), 60)
+            return await asyncio.wait_for(step(engine, "a", frames[3]), 60)
         finally:
             await engine.close()
 
@@ -93,13 +92,13 @@ def test_the_window_forgets_idle_sessions(model_store: ModelStore) -> None:
     frames = moving_square_frames(4, seed=29)
 
     async def main() -> tuple[set[str], set[str]]:
-        engine = Engine(predictor, MemorySessionCache(60), batch_size=1)
+        engine = memory_engine(predictor, batch_size=1)
         await engine.start()
         try:
             for session, frame in zip("abc", frames):
-                await engine.step(session, frame)
+                await step(engine, session, frame)
             await asyncio.sleep(ACTIVE_S + 0.1)
-            await engine.step("d", frames[3])
+            await step(engine, "d", frames[3])
             return set(engine.window.seen), set(engine.window.arrivals)
         finally:
             await engine.close()

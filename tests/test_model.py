@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from service.model import Predictor, StateError, StateMismatchError, StreamState, stkd_student
+from service.live import SessionState, StateError, StateMismatchError
+from service.model import Predictor, stkd_student
 from service.model.processing import probabilities_to_masks
 
 
@@ -71,7 +72,7 @@ def test_stream_equals_offline_clip(model_store) -> None:
     for frame in frames:
         mask, state_obj = predictor.step(frame, state_obj)
         masks_stream.append(mask)
-    assert state_obj.frame_index == 10
+    assert set(state_obj) == {"features"}  # what the model carries; frame counting is the session owner's
     for a, b in zip(masks_offline, masks_stream):
         assert a.shape == (90, 120) and a.dtype == np.uint8
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
@@ -100,19 +101,20 @@ def test_masks_round_like_the_reference_formula() -> None:
 
 def test_state_bytes_round_trip_and_refusals() -> None:
     features = np.random.default_rng(0).standard_normal((64, 11, 11)).astype(np.float32)
-    state = StreamState("m@abc", (352, 352), 7, features)
+    state = SessionState("m@abc", (352, 352), 7, {"features": features}, 1.5, 2.5, 3)
     data = state.to_bytes()
     assert len(data) <= 64 * 1024
-    back = StreamState.from_bytes(data, model_id="m@abc", input_size=(352, 352))
-    assert back.frame_index == 7 and np.array_equal(back.features, features)
+    back = SessionState.from_bytes(data).check_model("m@abc", (352, 352))
+    assert back.frame == 7 and np.array_equal(back.carried["features"], features)
+    assert (back.created, back.updated, back.dropped) == (1.5, 2.5, 3)
     with pytest.raises(StateMismatchError, match="model"):
-        StreamState.from_bytes(data, model_id="other@def")
+        SessionState.from_bytes(data).check_model("other@def", (352, 352))
     with pytest.raises(StateMismatchError, match="input size"):
-        StreamState.from_bytes(data, input_size=(320, 320))
+        SessionState.from_bytes(data).check_model("m@abc", (320, 320))
     with pytest.raises(StateError):
-        StreamState.from_bytes(b"garbage")
+        SessionState.from_bytes(b"garbage")
     with pytest.raises(StateError, match="truncated"):
-        StreamState.from_bytes(data[:-4])
+        SessionState.from_bytes(data[:-4])
 
 
 def test_mixed_batch_equals_single_steps(model_store) -> None:
@@ -120,12 +122,13 @@ def test_mixed_batch_equals_single_steps(model_store) -> None:
     rng = np.random.default_rng(2)
     a, b, c = (rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(3))
     _, state_b = predictor.step(b)
-    masks, states = predictor.step_batch([a, c], [None, state_b])
-    alone_a, _ = predictor.step(a)
-    alone_c, _ = predictor.step(c, state_b)
+    masks, carried = predictor.step_batch([a, c], [None, state_b])
+    alone_a, carried_a = predictor.step(a)
+    alone_c, carried_c = predictor.step(c, state_b)
     assert np.abs(masks[0].astype(int) - alone_a).max() <= 1
     assert np.abs(masks[1].astype(int) - alone_c).max() <= 1
-    assert [s.frame_index for s in states] == [1, 2]
+    assert np.allclose(carried[0]["features"], carried_a["features"], atol=1e-5)
+    assert np.allclose(carried[1]["features"], carried_c["features"], atol=1e-5)
 
 
 def test_store_refuses_tampered_weights(tmp_path) -> None:

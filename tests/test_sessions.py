@@ -1,4 +1,4 @@
-"""The session cache (Redis and in-memory, same tests) and sessions over the API: TTL, info, delete."""
+"""The session store (Redis and in-memory, same tests) and sessions over the API: TTL, info, delete."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from service.model import StreamState
-from service.sessions import MemorySessionCache, RedisSessionCache, SessionCache, SessionRecord
+from service.live import MemorySessionStore, RedisSessionStore, SessionState, SessionStore
 from tests.servers import (
     REDIS_URL,
     Server,
@@ -30,18 +29,17 @@ from tests.servers import (
 TTL_S = 1.5  # short, so expiry is seen quickly; not a speed assertion
 
 
-def record(session_id: str, frame: int = 3, model_id: str = "m@abc") -> SessionRecord:
+def record(session_id: str, frame: int = 3, model_id: str = "m@abc") -> tuple[str, SessionState]:
     features = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
-    state = StreamState(model_id, (64, 64), frame, features).to_bytes()
     now = time.time()
-    return SessionRecord(session_id, state, frame, model_id, now - 5, now, dropped=2)
+    return session_id, SessionState(model_id, (64, 64), frame, {"features": features}, now - 5, now, dropped=2)
 
 
-async def _cache(kind: str, ttl_s: float, prefix: str) -> tuple[SessionCache, aioredis.Redis | None]:
+async def _cache(kind: str, ttl_s: float, prefix: str) -> tuple[SessionStore, aioredis.Redis | None]:
     if kind == "memory":
-        return MemorySessionCache(ttl_s), None
+        return MemorySessionStore(ttl_s), None
     client = aioredis.Redis.from_url(REDIS_URL)
-    return RedisSessionCache(client, prefix, ttl_s), client
+    return RedisSessionStore(client, prefix, ttl_s), client
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -64,22 +62,23 @@ def run_with_cache(cache_kind: tuple[str, str], ttl_s: float, body) -> None:  # 
 
 
 def test_round_trip_batch_and_delete(cache_kind: tuple[str, str]) -> None:
-    async def body(cache: SessionCache) -> None:
+    async def body(cache: SessionStore) -> None:
         a, b = record("a", 3), record("b", 7)
         await cache.put_many([a, b])
         got = await cache.get_many(["b", "missing", "a"])
         assert got[1] is None
-        assert got[0] == b and got[2] == a  # bytes, counters and times survive the round trip
-        assert StreamState.from_bytes(got[0].state).frame_index == 7
+        # arrays, counters and times survive the round trip
+        assert got[0].to_bytes() == b[1].to_bytes() and got[2].to_bytes() == a[1].to_bytes()  # type: ignore[union-attr]
+        assert got[0].frame == 7 and np.array_equal(got[0].carried["features"], b[1].carried["features"])  # type: ignore[union-attr]
         assert await cache.delete("a") is True
         assert await cache.delete("a") is False
-        assert await cache.get("a") is None and await cache.get("b") == b
+        assert await cache.get("a") is None and (await cache.get("b")).to_bytes() == b[1].to_bytes()  # type: ignore[union-attr]
 
     run_with_cache(cache_kind, 60, body)
 
 
 def test_ttl_expires_and_use_refreshes_it(cache_kind: tuple[str, str]) -> None:
-    async def body(cache: SessionCache) -> None:
+    async def body(cache: SessionStore) -> None:
         await cache.put_many([record("used"), record("idle"), record("peeked")])
         remaining = await cache.expires_in("used")
         assert remaining is not None and 0 < remaining <= 2.0
@@ -99,8 +98,8 @@ def test_ttl_expires_and_use_refreshes_it(cache_kind: tuple[str, str]) -> None:
 
 
 def test_unreadable_bytes_are_no_session(cache_kind: tuple[str, str]) -> None:
-    async def body(cache: SessionCache) -> None:
-        if isinstance(cache, RedisSessionCache):
+    async def body(cache: SessionStore) -> None:
+        if isinstance(cache, RedisSessionStore):
             await cache.client.set(cache.key("junk"), b"not a record", px=60_000)
         else:
             cache._data["junk"] = (time.monotonic() + 60, b"not a record")
@@ -115,7 +114,7 @@ def test_redis_keys_are_namespaced_and_expire() -> None:
     async def main() -> None:
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
-            await RedisSessionCache(client, prefix, 60).put(record("s1"))
+            await RedisSessionStore(client, prefix, 60).put(*record("s1"))
             assert redis_keys(prefix) == [f"{prefix}:session:s1"]
             assert 0 < await client.pttl(f"{prefix}:session:s1") <= 60_000
         finally:
@@ -213,7 +212,7 @@ def test_state_of_another_model_is_refused_and_restarts(server: Server, model_st
 
     async def seed() -> None:
         client = aioredis.Redis.from_url(REDIS_URL)
-        await RedisSessionCache(client, prefix, 60).put(stale)
+        await RedisSessionStore(client, prefix, 60).put(*stale)
         await client.aclose()
 
     asyncio.run(seed())

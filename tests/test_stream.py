@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from service.engine import Engine, FrameResult
+from service.engine_types import FrameResult
 from service.model import Predictor
-from service.sessions import MemorySessionCache
+from service.live import MemorySessionStore
 from service.video import decode_image_bytes
+from tests.engines import memory_engine, offer, slot, step
 from tests.servers import (
     REDIS_URL,
     Server,
@@ -243,12 +244,12 @@ def test_latest_frame_wins_in_the_engine(predictor: Predictor) -> None:
     frames = moving_square_frames(3, seed=11)
 
     async def main() -> tuple[FrameResult, int]:
-        engine = Engine(predictor, MemorySessionCache(60))
+        engine = memory_engine(predictor)
         await engine.start()
         try:
-            handle = engine.open_stream("s")
-            assert handle.offer(frames[0]) is False
-            assert handle.offer(frames[1]) is True and handle.offer(frames[2]) is True
+            handle = slot(engine, "s")
+            assert offer(handle, frames[0]) is False
+            assert offer(handle, frames[1]) is True and offer(handle, frames[2]) is True
             result = await handle.next_event()
             return result, handle.dropped  # type: ignore[return-value]
         finally:
@@ -259,7 +260,7 @@ def test_latest_frame_wins_in_the_engine(predictor: Predictor) -> None:
     assert np.array_equal(result.mask, predictor.step(frames[2])[0])
 
 
-class SlowStore(MemorySessionCache):
+class SlowStore(MemorySessionStore):
     """The in-process store, with writes slowed down and every read and write counted."""
 
     def __init__(self) -> None:
@@ -271,10 +272,10 @@ class SlowStore(MemorySessionCache):
         self.reads += session_ids
         return await super().get_many(session_ids, refresh)
 
-    async def put_many(self, records):  # type: ignore[no-untyped-def]
+    async def put_many(self, states):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.2)
-        await super().put_many(records)
-        self.writes += [r.frame for r in records]
+        await super().put_many(states)
+        self.writes += [state.frame for _, state in states]
 
 
 def test_next_frame_runs_while_the_previous_state_is_written(predictor: Predictor) -> None:
@@ -284,17 +285,17 @@ def test_next_frame_runs_while_the_previous_state_is_written(predictor: Predicto
 
     async def main() -> tuple[list[FrameResult], SlowStore]:
         store = SlowStore()
-        engine = Engine(predictor, store)
+        engine = memory_engine(predictor, store)
         await engine.start()
         try:
-            handle = engine.open_stream("s")
-            handle.offer(frames[0])
+            handle = slot(engine, "s")
+            offer(handle, frames[0])
             first = asyncio.create_task(handle.next_event())
             while store.reads == []:  # frame 0 has reached the engine
                 await asyncio.sleep(0.001)
-            handle.offer(frames[1])
+            offer(handle, frames[1])
             results = [await first, await handle.next_event()]
-            handle.offer(frames[2])  # nothing in flight now: read from the store, as after any pause
+            offer(handle, frames[2])  # nothing in flight now: read from the store, as after any pause
             results.append(await handle.next_event())  # type: ignore[arg-type]
             return results, store  # type: ignore[return-value]
         finally:
@@ -316,13 +317,13 @@ def test_frames_of_several_sessions_batch_in_one_pass(predictor: Predictor) -> N
     frames = moving_square_frames(4, seed=13)
 
     async def main() -> tuple[list[FrameResult], np.ndarray, FrameResult]:
-        cache = MemorySessionCache(60)
-        engine = Engine(predictor, cache, batch_size=4)
+        cache = MemorySessionStore(60)
+        engine = memory_engine(predictor, cache, batch_size=4)
         await engine.start()
         try:
-            await engine.step("b", frames[0])  # b is one frame in; a starts fresh
-            batch = await asyncio.gather(engine.step("a", frames[1]), engine.step("b", frames[2]),
-                                         engine.predict_image(frames[3]), engine.step("a", frames[3]))
+            await step(engine, "b", frames[0])  # b is one frame in; a starts fresh
+            batch = await asyncio.gather(step(engine, "a", frames[1]), step(engine, "b", frames[2]),
+                                         engine.predict_image(frames[3]), step(engine, "a", frames[3]))
             record = await cache.get("a")
             assert record is not None and record.frame == 2
             return [batch[0], batch[1]], batch[2], batch[3]  # type: ignore[return-value]

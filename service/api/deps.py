@@ -26,7 +26,7 @@ from ..job_store import JobStore
 from ..jobs import JobRunner
 from ..metrics import Metrics
 from ..model import Predictor
-from ..sessions import SessionCache
+from ..live import LiveSessions
 from ..settings import Settings
 
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file itself
@@ -39,7 +39,7 @@ class Services:
     settings: Settings
     predictor: Predictor
     engine: Engine
-    sessions: SessionCache
+    live: LiveSessions
     jobs: JobStore
     runner: JobRunner
     metrics: Metrics

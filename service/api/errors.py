@@ -24,6 +24,7 @@ from starlette.responses import Response
 from ..engine import EngineClosed
 from ..limits import LimitExceeded
 from ..live import StoreUnavailable
+from ..protocol import ErrorMessage
 from ..video import VideoError
 
 log = logging.getLogger("vsod.api")
@@ -69,9 +70,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "description": descriptions[status]} for status in statuses}
 
 
-def ws_error(code: str, message: str) -> dict[str, str]:
-    """The one shape of a WebSocket error message; the connection stays open after it."""
-    return {"type": "error", "code": code, "message": public(message)}
+def ws_error(code: str, message: str) -> ErrorMessage:
+    """A WebSocket error message (service/protocol.py), its message made `public`."""
+    return ErrorMessage(code=code, message=public(message))
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:

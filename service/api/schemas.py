@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MaskFormat = Literal["png", "raw"]
 ResultFormat = Literal["zip", "mp4", "npz"]
 JobStatusName = Literal["queued", "running", "done", "failed"]
 
@@ -94,12 +93,3 @@ class SessionInfo(BaseModel):
     age_s: float
     idle_s: float
     expires_in_s: float | None = Field(description="seconds until the state expires unless used")
-
-
-class StreamConfig(BaseModel):
-    """`{"type":"config",...}` on the WebSocket: how masks come back."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["config"] = "config"
-    format: MaskFormat = "png"
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="None: 0..255 saliency; else a 0/255 mask")

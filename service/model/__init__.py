@@ -1,20 +1,17 @@
-"""The student network, its stream state, pre/post-processing and the model store."""
+"""The student network, its pre/post-processing (frame in, mask out) and the model store."""
 
-from .predictor import Predictor, best_device
-from .state import StateError, StateMismatchError, StreamState
+from .predictor import Carried, Predictor, best_device
 from .store import Manifest, ModelStore, ModelStoreError
 from .student import ARCHITECTURE, STKDStudent, StudentConfig, StudentOutput, stkd_student
 
 __all__ = [
     "ARCHITECTURE",
+    "Carried",
     "Manifest",
     "ModelStore",
     "ModelStoreError",
     "Predictor",
     "STKDStudent",
-    "StateError",
-    "StateMismatchError",
-    "StreamState",
     "StudentConfig",
     "StudentOutput",
     "best_device",

@@ -1,11 +1,15 @@
-"""Frames in, masks out: the student wrapped with pre/post-processing and explicit stream state.
+"""Frames in, masks out: the student wrapped with pre/post-processing and explicit carried state.
 
-    mask, state = predictor.step(frame, state)        # live streams, one frame at a time
-    masks, states = predictor.step_batch(frames, states)  # many sessions in one forward pass
-    for mask in predictor.predict_clip(frames): ...     # offline clips, batched in chunks
+    mask, carried = predictor.step(frame, carried)            # live streams, one frame at a time
+    masks, carried = predictor.step_batch(frames, carried)    # many sessions in one forward pass
+    for mask in predictor.predict_clip(frames): ...          # offline clips, batched in chunks
 
 All three run the same network on the same pairing (frame t with frame t-1, the first frame with
 itself), so a clip gives the same masks whichever path processes it.
+
+What a stream carries from one frame to the next is this module's business alone: a dict of named
+float32 arrays (`Carried`; today {"features": the previous frame's projected stride-32 tensor}),
+empty or None before the first frame. Whoever stores it (service/live/) stores any such dict.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .processing import frames_to_tensor, probabilities_to_masks, probability_to_mask
+from .processing import frames_to_tensor, probabilities_to_masks, probability_to_mask, resize_image
 from .runtime import StepRuntime
-from .state import StreamState
 from .store import Manifest, ModelStore
 from .student import STKDStudent
+
+
+Carried = dict[str, np.ndarray]
 
 
 def best_device() -> torch.device:
@@ -49,48 +55,43 @@ class Predictor:
         model, manifest = (store or ModelStore()).load(name)
         return cls(model, manifest, device, optimize)
 
-    def new_state(self) -> StreamState:
-        return StreamState(self.model_id, self.input_size)
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """A frame resized to the model's input, as `infer_batch` would resize it (callers that do
+        it on their own thread spare the model's thread the work)."""
+        return resize_image(frame, self.input_size)
 
-    def load_state(self, data: bytes) -> StreamState:
-        """Parse state bytes, refusing one made by another model or for another input size."""
-        return StreamState.from_bytes(data, model_id=self.model_id, input_size=self.input_size)
-
-    def step_batch(
-        self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None]
-    ) -> tuple[list[np.ndarray], list[StreamState]]:
-        """One frame for each of several streams; a None state starts a new stream; masks at each frame's size."""
-        probabilities, new_states = self.infer_batch(frames, states)
-        return [probability_to_mask(p, f.shape[:2]) for p, f in zip(probabilities, frames)], new_states
+    @staticmethod
+    def mask(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """A probability map from `infer_batch` -> the uint8 mask at the frame's (height, width)."""
+        return probability_to_mask(probability, size)
 
     @torch.inference_mode()
     def infer_batch(
-        self, frames: Sequence[np.ndarray], states: Sequence[StreamState | None]
-    ) -> tuple[np.ndarray, list[StreamState]]:
-        """`step_batch` up to the probabilities (B, h, w float32 at the model's output size): the
-        network's part, which the engine runs on its model thread; masks are made elsewhere."""
-        if len(frames) != len(states):
-            raise ValueError("step_batch needs one state per frame")
+        self, frames: Sequence[np.ndarray], carried: Sequence[Carried | None]
+    ) -> tuple[np.ndarray, list[Carried]]:
+        """One frame for each of several streams, with what each stream carried from its previous
+        frame (None or empty: a first frame) -> (probabilities B,h,w float32 at the model's output
+        size, what each stream carries to its next frame). The network's part: masks are made elsewhere."""
+        if len(frames) != len(carried):
+            raise ValueError("infer_batch needs one carried state per frame")
         if not frames:
             return np.zeros((0, *self.input_size), np.float32), []
-        states = [state or self.new_state() for state in states]
-        for state in states:
-            if state.model_id != self.model_id or tuple(state.input_size) != tuple(self.input_size):
-                raise ValueError(f"a stream state for {state.model_id} at {state.input_size} cannot feed {self.model_id}")
         batch = frames_to_tensor(frames, self.input_size).to(self.device)
-        previous, fresh = self._previous_tensor(states)
+        previous, fresh = self._previous_tensor([(c or {}).get("features") for c in carried])
         logits, state_tensor = self.runtime(batch, previous, fresh)
         probabilities = torch.sigmoid(logits).float().cpu().numpy()[:, 0]
         features = state_tensor.cpu().numpy()
-        new_states = [
-            StreamState(self.model_id, self.input_size, state.frame_index + 1, features[i].copy())
-            for i, state in enumerate(states)
-        ]
-        return probabilities, new_states
+        return probabilities, [{"features": features[i].copy()} for i in range(len(frames))]
 
-    def step(self, frame: np.ndarray, state: StreamState | None = None) -> tuple[np.ndarray, StreamState]:
-        masks, states = self.step_batch([frame], [state])
-        return masks[0], states[0]
+    def step_batch(self, frames: Sequence[np.ndarray], carried: Sequence[Carried | None]) -> tuple[list[np.ndarray], list[Carried]]:
+        """One frame for each of several streams -> masks at each frame's size, and what each carries on."""
+        probabilities, new = self.infer_batch(frames, carried)
+        return [self.mask(p, f.shape[:2]) for p, f in zip(probabilities, frames)], new
+
+    def step(self, frame: np.ndarray, carried: Carried | None = None) -> tuple[np.ndarray, Carried]:
+        """One frame of one stream -> its mask at the frame's size and what the next frame needs."""
+        masks, new = self.step_batch([frame], [carried])
+        return masks[0], new[0]
 
     def predict_image(self, frame: np.ndarray) -> np.ndarray:
         """A single still image: a stream of one frame."""
@@ -104,24 +105,27 @@ class Predictor:
         for frame in frames:
             pending.append(frame)
             if len(pending) == chunk:
-                masks, previous = self._clip_chunk(pending, previous)
+                masks, previous = self.clip_chunk(pending, previous)
                 yield from masks
                 pending = []
         if pending:
-            masks, _ = self._clip_chunk(pending, previous)
+            masks, _ = self.clip_chunk(pending, previous)
             yield from masks
 
-    def _clip_chunk(self, frames: list[np.ndarray], previous: Tensor | None) -> tuple[list[np.ndarray], Tensor]:
+    @torch.inference_mode()
+    def clip_chunk(self, frames: list[np.ndarray], previous: Tensor | None) -> tuple[list[np.ndarray], Tensor]:
+        """Consecutive frames of one clip in one forward pass (eager, the reference path) -> their masks
+        and the state for the next chunk. Clip jobs run exactly this, so they equal `predict_clip`."""
         clip = frames_to_tensor(frames, self.input_size).to(self.device).unsqueeze(0)
         output = self.model.forward_clip(clip, previous)
         masks = probabilities_to_masks(torch.sigmoid(output.logits), [f.shape[:2] for f in frames])
         return masks, output.state[-1:]
 
-    def _previous_tensor(self, states: Sequence[StreamState]) -> tuple[Tensor | None, Tensor | None]:
+    def _previous_tensor(self, features: Sequence[np.ndarray | None]) -> tuple[Tensor | None, Tensor | None]:
         """Stack the streams' previous features; rows of streams at their first frame are flagged fresh."""
-        if all(state.features is None for state in states):
+        if all(f is None for f in features):
             return None, None
-        shape = next(state.features.shape for state in states if state.features is not None)
-        stacked = np.stack([state.features if state.features is not None else np.zeros(shape, np.float32) for state in states])
-        fresh = torch.tensor([state.features is None for state in states], device=self.device)
+        shape = next(f.shape for f in features if f is not None)
+        stacked = np.stack([f if f is not None else np.zeros(shape, np.float32) for f in features])
+        fresh = torch.tensor([f is None for f in features], device=self.device)
         return torch.from_numpy(stacked).to(self.device), (fresh if bool(fresh.any()) else None)

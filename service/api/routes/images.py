@@ -8,27 +8,16 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from ...limits import check_image
-from ...video import decode_image_bytes, encode_png
+from ...masks import encode_mask
+from ...video import decode_image_bytes
 from ..deps import Services, read_upload, services
 from ..errors import problems
-from ..schemas import MaskFormat
+from ...protocol import MaskFormat
 
 router = APIRouter(prefix="/v1", tags=["images"])
 IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/bmp", "image/webp"})
 # Multipart parts may carry a generic type (curl and httpx use octet-stream for unknown suffixes).
 PART_TYPES = IMAGE_TYPES | {"application/octet-stream", ""}
-
-
-def apply_threshold(mask: np.ndarray, threshold: float | None) -> np.ndarray:
-    """None keeps 0..255 saliency; a threshold in 0..1 gives a 0/255 mask (>= threshold is salient)."""
-    if threshold is None:
-        return mask
-    return np.where(mask >= round(threshold * 255), 255, 0).astype(np.uint8)
-
-
-def encode_mask(mask: np.ndarray, fmt: str, threshold: float | None) -> bytes:
-    mask = apply_threshold(mask, threshold)
-    return encode_png(mask) if fmt == "png" else np.ascontiguousarray(mask).tobytes()
 
 
 def check_frame_size(frame: np.ndarray, max_side: int) -> None:

@@ -1,4 +1,4 @@
-"""A live session's slot in the engine: backpressure (latest frame wins) and ordered control.
+"""A live session's slot in front of the engine: backpressure (latest frame wins) and ordered control.
 
 The WebSocket reader offers frames and asks for resets and the close without ever waiting; the
 sender awaits `next_event`, so masks, reset acknowledgements and the close go out in the order the
@@ -18,14 +18,12 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .sessions import CacheUnavailable
-
-if TYPE_CHECKING:
-    from .engine import Engine, FrameResult, StepTicket, StreamContext
+from ..engine import Engine
+from ..engine_types import Context, FrameRequest, FrameResult, StepTicket
+from .store import StoreUnavailable
 
 
 @dataclass
@@ -38,7 +36,7 @@ class StreamClosing:
     pass
 
 
-class StreamHandle:
+class StreamSlot:
     """One live session's slot: at most one waiting frame (latest wins) plus reset/close requests.
 
     The connection's reader calls `offer`/`request_reset`/`request_close` and never waits; its
@@ -50,14 +48,14 @@ class StreamHandle:
         self.engine, self.session_id = engine, session_id
         self.next_frame, self.dropped = next_frame, dropped
         self.temporal = temporal  # False while the session store is unavailable to this stream
-        self._waiting: tuple[np.ndarray, float, float, tuple[int, int] | None] | None = None  # frame, arrival,
-        # decode ms, and the mask's size when the frame was shrunk for the model
+        self._waiting: tuple[np.ndarray, float, float, tuple[int, int]] | None = None  # frame (prepared for
+        # the model), arrival, decode ms, and the mask's size (the frame's own)
         self._reset = self._close = False
         self._wake = asyncio.Event()
         self._inflight: deque[StepTicket] = deque()  # with the engine, oldest first (at most two)
 
-    def offer(self, frame: np.ndarray, received: float | None = None, size: tuple[int, int] | None = None) -> bool:
-        """Queue a frame (its mask comes at `size`, else at the frame's own); True when it replaced an
+    def offer(self, frame: np.ndarray, size: tuple[int, int], received: float | None = None) -> bool:
+        """Queue a frame prepared for the model (its mask comes at `size`); True when it replaced an
         older waiting one (which counts as dropped)."""
         replaced = self._drop_waiting()
         now = time.perf_counter()
@@ -105,7 +103,7 @@ class StreamHandle:
                 self._reset = False
                 try:
                     await self.engine.reset(self.session_id)
-                except CacheUnavailable:  # the old state may survive the outage: never resume it
+                except StoreUnavailable:  # the old state may survive the outage: never resume it
                     self.temporal = False
                 self.next_frame = 0
                 return StreamReset()
@@ -117,16 +115,16 @@ class StreamHandle:
             self._wake.clear()
             await self._wake.wait()
 
-    def _submit_waiting(self, context: StreamContext | None) -> None:
+    def _submit_waiting(self, context: Context | None) -> None:
         """Hand the waiting frame to the engine: with the previous frame's context while that one's
-        write-back is pending, else to read the session's state from the store."""
+        save is pending, else to load the session's state from the store."""
         assert self._waiting is not None
         frame, received, decode_ms, size = self._waiting
         self._waiting = None
-        expected = context.state.frame_index if context is not None else self.next_frame
-        ticket = self.engine.submit_step(self.session_id, frame, received, self.dropped, expected,
-                                         after_outage=not self.temporal, decode_ms=decode_ms, context=context,
-                                         size=size)
+        expected = context.frame if context is not None else self.next_frame
+        ticket = self.engine.submit_step(FrameRequest(
+            self.session_id, frame, size, expected, self.dropped, after_outage=not self.temporal, received=received,
+            decode_ms=decode_ms, context=context))
         ticket.computed.add_done_callback(lambda _: self._chain())
         self._inflight.append(ticket)
 

@@ -1,0 +1,37 @@
+"""An engine with its live-session owner in this process, for tests that drive the engine directly."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from service.engine import Engine
+from service.engine_types import FrameRequest, FrameResult
+from service.live import LiveSessions, MemorySessionStore, SessionStore, StreamSlot
+from service.metrics import Metrics
+from service.model import Predictor
+
+
+def memory_engine(predictor: Predictor, store: SessionStore | None = None, batch_size: int = 1,
+                  batch_wait_ms: float = 0.0) -> Engine:
+    """An engine whose sessions live in `store` (a fresh in-memory one by default)."""
+    metrics = Metrics()
+    live = LiveSessions(store or MemorySessionStore(60), predictor.model_id, predictor.input_size, metrics)
+    return Engine(predictor, live, metrics, batch_size, batch_wait_ms)
+
+
+async def step(engine: Engine, session: str, frame: np.ndarray, expected: int = 0) -> FrameResult:
+    """The session's next frame: its state is loaded from the store, advanced and saved."""
+    request = FrameRequest(session, engine.predictor.prepare(frame), frame.shape[:2], expected,
+                           received=time.perf_counter())
+    return await engine.submit_step(request).result
+
+
+def slot(engine: Engine, session: str) -> StreamSlot:
+    return StreamSlot(engine, session)
+
+
+def offer(stream: StreamSlot, frame: np.ndarray) -> bool:
+    """Offer a frame as the stream route does: prepared for the model, its mask at the frame's size."""
+    return stream.offer(stream.engine.predictor.prepare(frame), frame.shape[:2])
