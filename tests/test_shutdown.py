@@ -16,7 +16,7 @@ import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
 
-from service.sessions import SessionRecord
+from service.live import SessionState
 
 from tests.servers import (
     REDIS_URL,
@@ -79,7 +79,7 @@ def test_sigterm_drains_streams_and_gives_jobs_back(model_store_env: dict[str, s
         assert record["attempts"] == 0 and record["frames_done"] == 0  # a shutdown is not a failed attempt
         assert client.lrange(f"{prefix}:jobs:queue", 0, -1) == [job_id.encode()]
         assert client.llen(f"{prefix}:jobs:running") == 0 and not client.exists(f"{prefix}:job:{job_id}:lease")
-        assert SessionRecord.from_bytes("cam", client.get(f"{prefix}:session:cam")).frame == len(headers)  # all saved
+        assert SessionState.from_bytes(client.get(f"{prefix}:session:cam")).frame == len(headers)  # all saved
     finally:
         client.close()
 
