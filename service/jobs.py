@@ -246,8 +246,9 @@ class JobRunner:
                     masks, previous = await self.engine.clip_chunk(chunk, previous)
                     await asyncio.to_thread(_write_pngs, archive, record.frames_done, masks)
                     record.frames_done += len(masks)
-                    if lost.is_set():
-                        raise JobLost(record.job_id)
+                    if lost.is_set():  # the lease went: deleted (cancelled), or taken over after a stall
+                        gone = await self.store.get(record.job_id) is None
+                        raise (JobCancelled if gone else JobLost)(record.job_id)
                     await self._save(record)
         finally:
             await asyncio.to_thread(source.close)
