@@ -14,7 +14,8 @@ route, the Python clients and the API description (the page's messages are held 
 Backpressure: at most one frame waits per session; a newer one replaces it (counted in `dropped`),
 as are frames over the per-stream rate. Resume: the temporal state lives in the session store, so a
 reconnection with the same `session_id` (to any replica sharing it) continues at the frame index the
-hello reports. Close codes: 1000 normal, 1001 the server is shutting down, 1008 a refused key or id.
+hello reports. Close codes: 1000 normal, 1001 the server is shutting down, 1008 a refused key or id,
+1013 the server is still loading (try again shortly).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 MaskFormat = Literal["png", "raw"]
 NORMAL, GOING_AWAY, POLICY = 1000, 1001, 1008  # WebSocket close codes the server uses
+TRY_AGAIN_LATER = 1013  # the server is still loading its model: connect again shortly
 
 
 class ServerMessage(BaseModel):

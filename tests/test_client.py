@@ -22,8 +22,8 @@ from service.client import (
     VsodClient,
     VsodConnectionError,
     VsodHTTPError,
-    stream_url,
 )
+from service.client_stream import stream_url
 from service.model import Predictor
 from service.video import open_media
 from tests.cut_proxy import CuttableProxy

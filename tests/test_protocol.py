@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from service import protocol
+from service.api.app import create_app
 from service.client_stream import FINAL_CLOSE_CODES, hello_message, server_message
 from service.client_common import StreamError
 
@@ -81,3 +82,9 @@ def test_the_readme_lists_the_protocol_as_defined() -> None:
     start = readme.index("<!-- protocol:start")
     table = readme[readme.index("\n", start) + 1:readme.index("<!-- protocol:end -->")].strip()
     assert table == protocol.markdown_table(), "regenerate the README's table with `python -m service.protocol`"
+
+
+def test_the_api_description_carries_the_stream_messages() -> None:
+    schemas = create_app().openapi()["components"]["schemas"]
+    for model in protocol.MESSAGES:
+        assert set(schemas[model.__name__]["properties"]) == set(model.model_fields), model.__name__

@@ -15,15 +15,18 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..metrics import Metrics, RequestMetrics
+from ..protocol import MESSAGES, TRY_AGAIN_LATER
 from ..settings import Settings, get_settings
 from . import errors
 from .deps import caller
@@ -37,18 +40,12 @@ Video salient object detection: a mask per frame from a fast spatiotemporally di
 
 * **Images**: `POST /v1/images` (stateless).
 * **Clips**: `POST /v1/clips` → job id; `GET /v1/jobs/{id}`; `GET /v1/jobs/{id}/result?format=zip|mp4|npz`.
-* **Live streams**: WebSocket `/v1/stream?session_id=<id>` (no id: the server makes one).
-  The first server message is `{"type":"session","session_id":"…","frame":<next index>}`.
-  Send each frame as one binary message (JPEG or PNG). For every processed frame the server sends
-  `{"type":"mask","frame":…,"width":…,"height":…,"latency_ms":…,"dropped":…}` and then the mask as one
-  binary message (PNG, or raw 8-bit row-major bytes after `{"type":"config","format":"raw"}`).
-  Control messages: `{"type":"config","format":"png"|"raw","threshold":null|0..1}`, `{"type":"reset"}`,
-  `{"type":"close"}`. Errors: `{"type":"error","code":…,"message":…}`; the session goes on.
-  At most one frame waits per session: a newer frame replaces it (counted in `dropped`).
-  The temporal state lives in the session cache (Redis with `VSOD_REDIS_URL`), so a client that
+* **Live streams**: WebSocket `/v1/stream?session_id=<id>` (no id: the server makes one). Frames go in
+  as binary messages (JPEG or PNG); each processed frame comes back as a `MaskHeader` message and then
+  the mask as one binary message. The text messages are the schemas `SessionHello`, `StreamConfig`,
+  `ResetRequest`, `CloseRequest`, `ResetDone`, `MaskHeader` and `ErrorMessage` below (service/protocol.py).
+  The temporal state lives in the session store (Redis with `VSOD_REDIS_URL`), so a client that
   reconnects with its `session_id`, to this or another replica, continues where it left off.
-  Each mask message also says `"temporal"`: false while the session store (Redis) is unreachable,
-  when frames run one by one without temporal context; the stream recovers by itself.
 * **Sessions**: `GET /v1/sessions/{id}`, `DELETE /v1/sessions/{id}`.
 * **API keys** (when the server sets `VSOD_API_KEYS`): send `X-API-Key` (the WebSocket also takes
   `?api_key=`); 401 without a key, 403 for an unknown one. Sessions and jobs belong to the key that
@@ -66,7 +63,6 @@ TAGS = [
 
 
 DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
-TRY_AGAIN_LATER = 1013  # WebSocket close code: the server cannot take the stream yet
 
 
 class LoadingGate:
@@ -134,7 +130,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (models, images, clips, sessions):
         app.include_router(module.router, dependencies=[Depends(caller)], responses=errors.problems(401, 403))
     app.include_router(stream.router)
+    describe_stream_protocol(app)
     # The live camera page (service/static, no build step); it asks for the API key itself.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.get("/", include_in_schema=False)(lambda: FileResponse(STATIC / "index.html"))
     return app
+
+
+def describe_stream_protocol(app: FastAPI) -> None:
+    """Put the WebSocket's messages into the API description (OpenAPI has no WebSocket operations)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            _, definitions = models_json_schema([(model, "serialization") for model in MESSAGES],
+                                                ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
