@@ -2,8 +2,11 @@
 
     python docs/make_samples.py            # needs opencv-doc (apt-get install opencv-doc)
 
-These videos have no ground truth: the picture shows what the model does on real footage after
-training on synthetic clips only; the scores come from synthetic validation clips (model report).
+One row per video: at PICKS frames spread evenly over the whole clip (not chosen by how they look),
+the frame with its mask tinted red, then the mask. The model runs over every frame in order, so
+each mask has the temporal context a stream would have. These videos have no ground truth: the
+picture shows what the model does on real footage after training on synthetic clips only; the
+scores come from synthetic validation clips (model report).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -26,32 +30,64 @@ VIDEOS = [
     DOC / "opencv4/html/cup.mp4.gz",
     DOC / "opencv4/html/box.mp4.gz",
 ]
-FRAME = 40  # a frame far enough in for the temporal context to matter
-TILE = (240, 320)  # height, width of each tile
+PICKS = 3  # frames shown per video
+TILE = (150, 200)  # height, width of each tile
 
 
-def frames_of(path: Path, scratch: Path, count: int) -> list[np.ndarray]:
-    if path.suffix == ".gz":
-        plain = scratch / path.stem
-        with gzip.open(path) as packed, plain.open("wb") as out:
-            shutil.copyfileobj(packed, out)
-        path = plain
+def spread(count: int, picks: int) -> list[int]:
+    """`picks` frame indices at the middles of equal parts of a `count`-frame clip."""
+    return sorted({min(count - 1, int((index + 0.5) * count / picks)) for index in range(picks)})
+
+
+def unpacked(path: Path, scratch: Path) -> Path:
+    if path.suffix != ".gz":
+        return path
+    plain = scratch / path.stem
+    with gzip.open(path) as packed, plain.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    return plain
+
+
+def frame_count(path: Path) -> int:
+    """Frames actually decoded (a container's own count can be approximate)."""
     with open_media(path) as media:
-        return [frame for _, frame in zip(range(count), (f for _, f in media.frames()))]
+        return sum(1 for _ in media.frames())
+
+
+def masks_at(predictor: Predictor, path: Path, picks: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(frame, mask) at each pick, the model run over the whole clip in order, holding only the picks."""
+    kept: dict[int, np.ndarray] = {}
+    with open_media(path) as media:
+
+        def frames() -> Iterator[np.ndarray]:
+            for index, (_, frame) in enumerate(media.frames()):
+                if index in picks:
+                    kept[index] = frame
+                yield frame
+
+        return [(kept[index], mask) for index, mask in enumerate(predictor.predict_clip(frames())) if index in picks]
+
+
+def tile(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, TILE[::-1], interpolation=cv2.INTER_AREA)
 
 
 def main() -> None:
     predictor = Predictor.from_store("vsod-student", device="cpu")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for path in VIDEOS:
-            frames = frames_of(path, Path(scratch), FRAME + 1)
-            mask = list(predictor.predict_clip(frames))[FRAME]
-            frame = cv2.resize(frames[FRAME], TILE[::-1], interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, TILE[::-1], interpolation=cv2.INTER_AREA)
-            tint = frame.copy()
-            tint[..., 0] = np.maximum(tint[..., 0], mask)
-            rows.append(np.hstack([frame, np.dstack([mask] * 3), tint]))
+        for source in VIDEOS:
+            path = unpacked(source, Path(scratch))
+            count = frame_count(path)
+            picks = spread(count, PICKS)
+            row = []
+            for frame, mask in masks_at(predictor, path, picks):
+                frame, mask = tile(frame), tile(mask)
+                tint = frame.copy()
+                tint[..., 0] = np.maximum(tint[..., 0], mask)
+                row += [tint, np.dstack([mask] * 3)]
+            rows.append(np.hstack(row))
+            print(f"{source.name}: frames {picks} of {count}")
     out = Path(__file__).with_name("samples.png")
     cv2.imwrite(str(out), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     print(f"wrote {out}")
