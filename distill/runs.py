@@ -17,14 +17,12 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
 
 from distill.ddp import DistContext, init_distributed, resolve_amp
 
@@ -38,6 +36,8 @@ class TrainConfig:
     """What defines a run's result; saved in every checkpoint and restored by --resume."""
 
     data: list[tuple[str, str]] = field(default_factory=list)  # (dataset, root)
+    # Per root (--data ROOT@WEIGHT): its share of the samples; None: every sequence equally often.
+    data_weights: list[float] | None = None
     split: str | None = "train"
     width_mult: float = 0.5
     input_size: tuple[int, int] = (256, 256)
@@ -60,6 +60,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         config = cls(**{k: v for k, v in data.items() if k in known})
         config.data = [(str(d), str(r)) for d, r in config.data]
+        if config.data_weights is not None:
+            config.data_weights = [float(w) for w in config.data_weights]
         config.input_size = (int(config.input_size[0]), int(config.input_size[1]))
         return config
 
@@ -78,28 +80,6 @@ class Runtime:
     device: str = "cpu"
     amp: str = "off"  # "off", "bf16" or "fp16" (resolved by distill.ddp.resolve_amp)
     dist: DistContext = field(default_factory=DistContext)
-
-
-class SampleStream(Sampler[int]):
-    """An endless, resumable stream of `ClipDataset` indices: every sequence once per round, shuffled.
-
-    The dataset runs in its `samples_per_epoch` mode, where item i shows sequence i mod N at a
-    random start with augmentation drawn from (seed, i). Round r yields the indices r*N .. r*N+N-1
-    in a seeded random order, so each round visits every sequence once, no index ever repeats (fresh
-    augmentation every time), and sample n of the run is always the same clip: resuming at step s
-    only means starting at sample s * batch; no sampler state has to be saved.
-    """
-
-    def __init__(self, sequences: int, seed: int, start: int = 0) -> None:
-        self.sequences, self.seed, self.start = sequences, seed, start
-
-    def __iter__(self) -> Iterator[int]:
-        round_, offset = divmod(self.start, self.sequences)
-        while True:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_)
-            order = torch.randperm(self.sequences, generator=generator).tolist()
-            yield from (round_ * self.sequences + k for k in order[offset:])
-            round_, offset = round_ + 1, 0
 
 
 def warmup_steps(config: TrainConfig, total: int | None) -> int:
@@ -185,6 +165,30 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def split_weight(value: str) -> tuple[str, float | None]:
+    """`[NAME:]ROOT@WEIGHT` -> (`[NAME:]ROOT`, WEIGHT); without a numeric `@` suffix, (value, None)."""
+    head, sep, tail = value.rpartition("@")
+    if not sep:
+        return value, None
+    try:
+        weight = float(tail)
+    except ValueError:
+        return value, None  # an '@' inside the path, not a weight
+    if not math.isfinite(weight) or weight <= 0:
+        raise ValueError(f"--data {value}: the weight after '@' must be a positive number")
+    return head, weight
+
+
+def parse_data_weights(values: list[str]) -> tuple[list[tuple[str, str]], list[float] | None]:
+    """The --data values as (dataset, root) pairs and their weights (None when no root has one)."""
+    specs = [split_weight(value) for value in values]
+    weights = [weight for _, weight in specs]
+    given = [weight is not None for weight in weights]
+    if any(given) and not all(given):
+        raise ValueError("give every --data root a weight (ROOT@WEIGHT) or none")
+    return [parse_data(value) for value, _ in specs], ([float(w) for w in weights] if all(given) and weights else None)
+
+
 def parse_data(value: str) -> tuple[str, str]:
     """`NAME:ROOT` or plain `ROOT` (DAVIS layout, which the synthetic generator writes)."""
     from distill.data.loaders import ALIASES, DATASETS
@@ -221,9 +225,12 @@ PATH_FLAGS = {"pretrained_encoder", "init_from", "spatial_teacher", "temporal_te
 
 def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
     """The flags every training command takes; `defaults` fills the help texts (the config's defaults)."""
-    parser.add_argument("--data", action="append", default=[], metavar="[NAME:]ROOT",
-                        help="training data root, repeatable; NAME is davis, davsod, segtrack, fbms or duts "
-                        "(default davis, the layout `vsod-train synth` writes), e.g. --data davsod:/data/DAVSOD")
+    parser.add_argument("--data", action="append", default=[], metavar="[NAME:]ROOT[@WEIGHT]",
+                        help="training data root, repeatable; NAME is davis, davsod, segtrack, fbms, duts or labelled "
+                        "(a `vsod-train label` root, its teacher maps used as soft targets; default davis, the layout "
+                        "`vsod-train synth` writes), e.g. --data davsod:/data/DAVSOD. WEIGHT: the root's share of the "
+                        "samples (give every root one, e.g. data/synth@2 labelled:data/real@1); without weights every "
+                        "sequence is shown equally often")
     parser.add_argument("--split", default=None, help="split of every root (default train)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder: checkpoints and log")
     parser.add_argument("--width-mult", type=float, default=None,
@@ -275,9 +282,11 @@ def check_run_arguments(args: argparse.Namespace) -> None:
 
 def config_from_args(args: argparse.Namespace, cls: type, flags: tuple[str, ...] = CONFIG_FLAGS) -> Any:
     """A config dataclass of type `cls` from the flags; flags left out keep the dataclass defaults."""
-    config = cls(data=[parse_data(value) for value in args.data], steps=args.steps, max_minutes=args.max_minutes,
-                 augment=not args.no_augment)
+    data, weights = parse_data_weights(args.data)
+    config = cls(data=data, steps=args.steps, max_minutes=args.max_minutes, augment=not args.no_augment)
     known = {f.name for f in fields(cls)}
+    if weights is not None:
+        config.data_weights = weights
     for name in flags:
         value = getattr(args, name)
         if value is not None and name in known:
@@ -296,7 +305,8 @@ def resume_config(args: argparse.Namespace, saved: Any, flags: tuple[str, ...] =
         if getattr(args, name) is not None and getattr(given, name) != getattr(saved, name):
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} differs from the checkpoint's "
                              f"{getattr(saved, name)}: --resume continues the saved run unchanged")
-    if args.data and [tuple(d) for d in given.data] != [tuple(d) for d in saved.data]:
+    if args.data and ([tuple(d) for d in given.data] != [tuple(d) for d in saved.data]
+                      or given.data_weights != saved.data_weights):
         raise ValueError("--data differs from the checkpoint's: --resume continues the saved run unchanged")
     if args.steps is not None:
         saved.steps = args.steps

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from distill.data.sampling import SampleStream, WeightedSampleStream
 from distill.ddp import ShardedStream, autocast, grad_scaler
 from distill.losses import saliency_loss
 from distill.runs import (  # noqa: F401 - re-exported: callers import these from distill.train
@@ -38,7 +39,6 @@ from distill.runs import (  # noqa: F401 - re-exported: callers import these fro
     LAST,
     LOG,
     Runtime,
-    SampleStream,
     TrainConfig,
     add_run_arguments,
     command_line,
@@ -186,8 +186,10 @@ class Trainer:
             raise ValueError("no training data: give --data [NAME:]ROOT at least once")
         sequences = []
         self._counts: list[dict[str, Any]] = []
+        self._root_sizes: list[int] = []  # sequences each root adds to the dataset (it drops those without GT)
         for dataset, root in self.config.data:
             found = load_sequences(dataset, root, self.config.split)
+            self._root_sizes.append(sum(1 for s in found if s.frames and s.masks))
             self._counts.append({
                 "dataset": dataset,
                 "root": str(Path(root).resolve()),
@@ -197,6 +199,13 @@ class Trainer:
                 "annotated_frames": sum(len(s.masks) for s in found),
             })
             sequences.extend(found)
+        weights = self.config.data_weights
+        if weights is not None:
+            if len(weights) != len(self.config.data):
+                raise ValueError(f"{len(weights)} data weights for {len(self.config.data)} data roots")
+            for count, weight in zip(self._counts, weights):
+                count["weight"] = weight
+                count["share"] = round(weight / sum(weights), 6)
         clips = ClipDataset(
             sequences,
             clip_len=self.config.clip_len,
@@ -209,7 +218,11 @@ class Trainer:
 
     def sampler(self) -> Sampler[int]:
         """This process's share of the run's sample stream, from the current step on."""
-        stream = SampleStream(len(self.dataset.sequences), self.config.seed, start=self.step * self.config.batch)
+        start = self.step * self.config.batch
+        if self.config.data_weights is not None:
+            stream: Sampler[int] = WeightedSampleStream(self._root_sizes, self.config.data_weights, self.config.seed, start)
+        else:
+            stream = SampleStream(len(self.dataset.sequences), self.config.seed, start=start)
         if self.dist.world_size == 1:
             return stream
         return ShardedStream(stream, self.dist.rank, self.dist.world_size)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from distill.data.sampling import SampleStream
 from distill.data.synthetic import generate_synthetic
 from distill.ddp import ShardedStream, resolve_amp
-from distill.runs import LAST, LOG, Runtime, SampleStream, TrainConfig, load_checkpoint
+from distill.runs import LAST, LOG, Runtime, TrainConfig, load_checkpoint
 from distill.teachers.training import TeacherConfig, TeacherTrainer
 from distill.train import Trainer
 from service.model import ModelStore, stkd_student
