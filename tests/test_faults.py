@@ -204,7 +204,7 @@ def test_server_killed_mid_job_is_requeued(server: Server, redis_process: RedisP
     try:
         wait_until(lambda: httpx.get(f"{second.url}/v1/jobs/{job_id}").json()["status"] in ("done", "failed"), "finished")
         status = httpx.get(f"{second.url}/v1/jobs/{job_id}").json()
-        assert status["status"] == "done" and status["attempts"] == 2 and status["frames_done"] == FRAMES
+        assert status["status"] == "done" and status["attempts"] == 2 and status["frames_done"] == FRAMES, status
         result = httpx.get(f"{second.url}/v1/jobs/{job_id}/result")
         with zipfile.ZipFile(io.BytesIO(result.content)) as archive:
             assert sorted(archive.namelist()) == [f"{i:05d}.png" for i in range(FRAMES)]
