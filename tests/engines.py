@@ -17,7 +17,8 @@ def memory_engine(predictor: Predictor, store: SessionStore | None = None, batch
                   batch_wait_ms: float = 0.0) -> Engine:
     """An engine whose sessions live in `store` (a fresh in-memory one by default)."""
     metrics = Metrics()
-    live = LiveSessions(store or MemorySessionStore(60), predictor.model_id, predictor.input_size, metrics)
+    live = LiveSessions(store if store is not None else MemorySessionStore(60), predictor.model_id,
+                        predictor.input_size, metrics)
     return Engine(predictor, live, metrics, batch_size, batch_wait_ms)
 
 
