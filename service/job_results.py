@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from .job_store import JobRecord, JobStore
-from .video import MaskVideoWriter
+from .video_writers import MaskVideoWriter
 
 log = logging.getLogger("vsod.jobs")
 FORMATS = ("zip", "mp4", "npz")

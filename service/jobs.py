@@ -43,7 +43,8 @@ from redis.exceptions import RedisError
 
 from .engine import Engine
 from .job_results import FORMATS, Results
-from .job_store import JobRecord, JobStore, MemoryJobStore, Quota, QuotaExceeded, new_job_id
+from .job_store import JobRecord, JobStore, Quota, QuotaExceeded, new_job_id
+from .job_store_memory import MemoryJobStore
 from .job_store_redis import RedisJobStore
 from .limits import LimitExceeded
 from .metrics import Metrics

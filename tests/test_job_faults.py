@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from service.spool import OWNER, PREFIX, process_start, reap_stale_spools
-from tests.servers import Server, moving_square_frames, running_server, write_clip
+from tests.servers import moving_square_frames, running_server, write_clip
 from tests.test_clip_jobs import wait_for
 from tests.test_faults import RedisProcess
 
