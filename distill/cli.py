@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at module top, so `vsod-train --help` stays fast and a broken optional
     # dependency only breaks the command that needs it.
-    from distill import distill, evaluate, export, train
+    from distill import distillation, evaluate, export, train
     from distill.data import synthetic
     from distill.teachers import labelling, training as teachers
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_train_command(commands)
     teachers.add_teacher_command(commands)
     labelling.add_label_commands(commands)
-    distill.add_distill_command(commands)
+    distillation.add_distill_command(commands)
     evaluate.add_eval_command(commands)
     export.add_export_command(commands)
     return parser

@@ -27,6 +27,7 @@ import numpy as np
 from py_sod_metrics import MAE, Emeasure, FmeasureHandler, FmeasureV2, Smeasure
 from tqdm import tqdm
 
+from distill.data.loaders import load_sequences
 from distill.data.sequences import VideoSequence, read_mask, read_rgb
 from distill.flicker import FlickerMeter, pooled
 
@@ -166,17 +167,6 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 def _fps(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-def load_sequences(dataset: str, root: str | Path, split: str | None, max_sequences: int | None = None) -> list[VideoSequence]:
-    """The dataset's sequences (the loaders raise one clear error for an unknown name, a missing root
-    or an empty result); `split` is dropped for layouts that have none (SegTrack-V2, DUTS)."""
-    from distill.data.loaders import ALIASES, SPLITLESS, load_dataset
-
-    if ALIASES.get(dataset.lower(), dataset.lower()) in SPLITLESS:
-        split = None
-    sequences = load_dataset(dataset, Path(root), split=split)
-    return sequences[:max_sequences] if max_sequences is not None else sequences
 
 
 def teacher_method_name(path: str | Path) -> str:

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
-from distill.train import (
+from distill.runs import (
     TrainConfig,
     command_line,
     git_revision,
     load_checkpoint,
+    parse_size,
     warmup_steps,
 )
 from service.model import (
@@ -95,7 +96,8 @@ def load_student(checkpoint: dict[str, Any]) -> STKDStudent:
 def evaluate_export(model: STKDStudent, manifest: Manifest, args: argparse.Namespace) -> dict[str, Any]:
     """Student and frame-difference baseline on the evaluation set, through `evaluate_sequences`."""
     from distill.baselines import frame_difference_clip
-    from distill.evaluate import evaluate_sequences, load_sequences
+    from distill.data.loaders import load_sequences
+    from distill.evaluate import evaluate_sequences
 
     sequences = load_sequences(args.eval_dataset, args.eval_root, args.eval_split, args.eval_max_sequences)
     predictor = Predictor(model, manifest, device="cpu")
@@ -229,8 +231,6 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from distill.train import parse_size
-
     if not args.name or "/" in args.name or args.name.startswith("."):
         raise ValueError(f"--name {args.name!r} is not a valid model name")
     store = ModelStore(args.store)

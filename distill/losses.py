@@ -1,8 +1,9 @@
 """Training losses: supervised saliency (BCE + soft IoU with deep supervision).
 
 Every loss function returns `(total, terms)`: a scalar tensor to back-propagate and a dict of
-named float terms for the training log. The distillation losses (spatial and temporal KD) join
-here as further functions of the same shape, and the trainer adds their totals.
+named float terms for the training log. The distillation losses (spatial and temporal KD) have the
+same shape and live in `distill.kd`; the distillation trainer adds their totals to this one.
+Targets may be soft (a teacher's maps, in [0, 1]): BCE with logits and the soft IoU take them as they are.
 
 Shapes follow `STKDStudent.forward_clip`: outputs are flattened to B*T rows (time-major within
 each clip), ground truth comes from `ClipDataset` as masks B,T,1,H,W and `valid` B,T.

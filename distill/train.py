@@ -30,10 +30,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from distill.data.clips import ClipDataset
+from distill.data.loaders import load_sequences
 from distill.data.sampling import SampleStream, WeightedSampleStream
 from distill.ddp import ShardedStream, autocast, grad_scaler
 from distill.losses import saliency_loss
-from distill.runs import (  # noqa: F401 - re-exported: callers import these from distill.train
+from distill.runs import (
     CHECKPOINT_FORMAT,
     CONFIG_FLAGS,
     LAST,
@@ -46,11 +48,8 @@ from distill.runs import (  # noqa: F401 - re-exported: callers import these fro
     learning_rate,
     load_checkpoint,
     now,
-    parse_data,
-    parse_size,
     run_training,
     save_checkpoint,
-    warmup_steps,
 )
 from service.model import STKDStudent, stkd_student
 
@@ -179,9 +178,6 @@ class Trainer:
 
     # -- data ---------------------------------------------------------------------------------
     def _build_data(self) -> tuple[list[Any], Any]:
-        from distill.data.clips import ClipDataset
-        from distill.evaluate import load_sequences
-
         if not self.config.data:
             raise ValueError("no training data: give --data [NAME:]ROOT at least once")
         sequences = []

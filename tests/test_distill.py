@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from distill.data.loaders import load_dataset
 from distill.data.synthetic import generate_synthetic
-from distill.distill import DistillConfig, DistillTrainer
+from distill.distillation import DistillConfig, DistillTrainer
 from distill.evaluate import evaluate_sequences
 from distill.flicker import STILL_GT_CHANGE, FlickerMeter, pooled
 from distill.kd import KDWeights, TeacherTargets, distillation_loss, feature_mimic_loss, soft_map_loss

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from distill.data.synthetic import generate_synthetic
-from distill.train import LAST, Runtime, TrainConfig, Trainer
+from distill.runs import LAST, Runtime, TrainConfig
+from distill.train import Trainer
 from service.model import ModelStore, Predictor
 from tests.test_evaluate import square_frames, write_davis
 

@@ -15,15 +15,8 @@ from torch.nn import functional as F
 
 from distill.data.synthetic import generate_synthetic
 from distill.losses import bce_iou, saliency_loss
-from distill.train import (
-    LAST,
-    LOG,
-    Runtime,
-    TrainConfig,
-    Trainer,
-    load_checkpoint,
-    save_checkpoint,
-)
+from distill.runs import LAST, LOG, Runtime, TrainConfig, load_checkpoint, save_checkpoint
+from distill.train import Trainer
 from service.model import StudentOutput
 
 REPO = Path(__file__).resolve().parents[1]

@@ -273,3 +273,12 @@ def load_dataset(name: str, root: Path | str, split: str | None = None) -> list[
         where = f"{root} (split {split})" if split else str(root)
         raise DatasetError(f"no {key} sequences with frames found under {where}")
     return sequences
+
+
+def load_sequences(dataset: str, root: str | Path, split: str | None, max_sequences: int | None = None) -> list[VideoSequence]:
+    """What training and evaluation read: `load_dataset`, with `split` dropped for layouts that have
+    none (SegTrack-V2, DUTS), optionally only the first `max_sequences`."""
+    if ALIASES.get(dataset.lower(), dataset.lower()) in SPLITLESS:
+        split = None
+    sequences = load_dataset(dataset, Path(root), split=split)
+    return sequences[:max_sequences] if max_sequences is not None else sequences

@@ -61,11 +61,6 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb.reshape(1, -1, 3).astype(np.float32), cv2.COLOR_RGB2LAB).reshape(-1, 3)
 
 
-def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    rgb = cv2.cvtColor(lab.reshape(1, -1, 3).astype(np.float32), cv2.COLOR_LAB2RGB).reshape(-1, 3)
-    return np.clip(rgb, 0.0, 1.0)
-
-
 def colour_samples(image: np.ndarray, grid: int = 8) -> np.ndarray:
     """Lab colours of a grid x grid summary of an image: what a foreground must stand out from."""
     small = cv2.resize(image, (grid, grid), interpolation=cv2.INTER_AREA)

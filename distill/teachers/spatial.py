@@ -5,8 +5,9 @@
                                                                             ─▶ coarse, sides, final
 
 It sees one frame at a time: everything it knows is appearance. Width 1.4 and a decoder of full 3x3
-convolutions make it about 8x the student's FLOPs at 352x352 (measured by `teacher_flops`, checked
-by the tests); a local torchvision MobileNetV2 checkpoint can initialise the encoder at width 1.0.
+convolutions make it about 8x the student's FLOPs at 352x352 (measured by `model_flops` in
+`distill.teachers.inference`, checked by the tests); a local torchvision MobileNetV2 checkpoint can
+initialise the encoder at width 1.0.
 """
 
 from __future__ import annotations
