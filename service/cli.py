@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from service.process import apply_thread_policy, listen
+from service.process import EarlyAnswers, apply_thread_policy, listen
 
 DEFAULT_MODEL = "vsod-student"
 FORMATS = ("png", "mp4", "overlay")
@@ -306,9 +306,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"invalid settings: {describe_invalid(error)}") from None
     sock = listen(settings.host, settings.port)
     apply_thread_policy(settings.torch_threads)
-
-    from service.server import serve
-
+    with EarlyAnswers(sock):  # /healthz 200 while torch and the app are imported
+        from service.server import serve
     serve(settings, sock)
     return 0
 

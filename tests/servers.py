@@ -31,11 +31,12 @@ import cv2
 import httpx
 import numpy as np
 
+from service.process import LOADING  # how /readyz's 503 detail begins until the server is ready
+
 REDIS_URL = os.environ.get("VSOD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120  # generous: the CI machine is small and shared; not a speed assertion
 SERVE = [sys.executable, "-m", "service.cli", "serve"]  # `vsod serve`, from this checkout
-LOADING = "loading"  # how /readyz's 503 detail begins while the model loads (service.api.lifecycle.LOADING)
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 
+from service.process import LOADING
 from service.settings import Settings
 
 from .conftest import make_test_store
@@ -38,7 +39,6 @@ DOCKERFILE = REPO / "Dockerfile"
 # within the first; it may then take up to the second to load, as long as /readyz says it is loading.
 ALIVE_DEADLINE_S = 120
 LOAD_DEADLINE_S = 900
-LOADING = "loading"  # how /readyz's 503 detail begins while the model loads (service.api.lifecycle)
 
 
 

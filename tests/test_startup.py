@@ -24,6 +24,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.api import create_app
+from service.process import IMPORTING
 from service.settings import Settings
 from tests.conftest import make_test_store
 from tests.servers import LOADING, REPO, SERVE, free_port, png
@@ -96,6 +97,8 @@ def test_alive_at_once_ready_when_loaded_and_warmed(started: tuple[Observed, int
     assert seen.ready is not None, f"not ready within {DEADLINE_S} s:\n{seen.log[-3000:]}"
     assert seen.alive_while_loading is not None, f"/healthz never answered while loading:\n{seen.log[-3000:]}"
     assert seen.alive <= seen.alive_while_loading < seen.ready
+    # alive already while torch and the app were being imported, before the app itself ran
+    assert f"{LOADING}: {IMPORTING}" in seen.loading_details, seen.loading_details[:3]
     # /readyz said what it was doing, ending with the warm-up the runtime was given
     assert any("warming up" in detail for detail in seen.loading_details), seen.loading_details
     # ...and so did the log, phase by phase, with the thread policy the server set for itself.

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..metrics import Metrics, RequestMetrics
+from ..process import not_ready
 from ..protocol import MESSAGES, TRY_AGAIN_LATER
 from ..settings import Settings, get_settings
 from . import errors
@@ -80,7 +81,7 @@ class LoadingGate:
         if reason is None or scope["type"] == "lifespan" or path == "/" or path.startswith(self.OPEN):
             await self.app(scope, receive, send)
             return
-        message = f"the service is not ready ({reason}); try again shortly"
+        message = not_ready(reason)
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.accept"})

@@ -44,6 +44,7 @@ from ..jobs import JobRunner, job_store_for
 from ..metrics import Metrics
 from ..model import ModelStore, Predictor
 from ..live import LiveSessions, MemorySessionStore, RedisSessionStore, SessionStore
+from ..process import LOADING
 from ..settings import Settings
 from ..spool import open_spool
 from .deps import Services
@@ -51,7 +52,6 @@ from .routes.stream import GOING_AWAY
 
 log = logging.getLogger("vsod")
 shutdown_log = logging.getLogger("vsod.shutdown")
-LOADING = "loading"  # what /readyz's detail starts with until the process is ready
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Startup:
     def enter(self, phase: str) -> None:
         """Begin a phase (called from the loop or the model's thread): shown by /readyz and logged."""
         self.phase = phase
-        log.info("%s: %s (%.1f s after start)", LOADING, phase, time.monotonic() - self.began)
+        log.info("%s: %s (%.1f s since the app began loading)", LOADING, phase, time.monotonic() - self.began)
 
     @property
     def not_ready(self) -> str | None:
@@ -129,7 +129,7 @@ async def start_services(settings: Settings, metrics: Metrics, startup: Startup)
                        max_frames=settings.max_clip_frames, max_side=settings.max_frame_side)
     await runner.start()
     keys = ApiKeys.from_setting(settings.api_keys.get_secret_value())
-    log.info("ready in %.1f s (model loaded in %.1f s): serving %s on %s; sessions and jobs in %s; %s",
+    log.info("ready in %.1f s since the app began loading (the model took %.1f s): serving %s on %s; sessions and jobs in %s; %s",
              time.monotonic() - startup.began, time.monotonic() - started, predictor.model_id, predictor.device,
              session_store.backend, f"{len(keys)} API key(s)" if keys.enabled else "no API keys (open access)")
     return Services(settings, predictor, engine, live, job_store, runner, metrics, spool, redis, keys)
