@@ -333,7 +333,7 @@ def inference_executor() -> ThreadPoolExecutor:
 
     OpenMP (libgomp) gives each thread that starts parallel work its own team of workers; once two
     threads have teams there are more OpenMP threads than cores on a 2-core box and libgomp stops
-    spinning between ops, which made 2-thread inference 2-3x slower (8 vs 21 ms a frame, 256x256).
+    spinning between ops, which made 2-thread inference several times slower (bench/RESULTS.md).
     """
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsod-infer")
 

@@ -150,21 +150,23 @@ def check_video(header: VideoHeader, max_side: int, max_frames: int, max_seconds
 
 
 class FrameRate:
-    """Token bucket: `rate` frames a second on average, bursts of up to `burst` (default: one second's worth)."""
+    """Token bucket: `rate` units a second on average (frames, or pixels with `allow(cost)`), bursts of
+    up to `burst` (default: one second's worth)."""
 
     def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.clock = rate, clock
         self.burst = max(1.0, burst if burst is not None else rate)
         self._tokens, self._last = self.burst, clock()
 
-    def allow(self) -> bool:
-        """Take one frame's token; False when the stream is over its rate (rate 0: never)."""
+    def allow(self, cost: float = 1.0) -> bool:
+        """Take `cost` tokens; False when the stream is over its rate (rate 0: no limit). One item
+        costlier than the whole burst passes when the bucket is full, and leaves it in debt."""
         if self.rate <= 0:
             return True
         now = self.clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= min(cost, self.burst):
+            self._tokens -= cost
             return True
         return False

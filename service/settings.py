@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         60, ge=0, description="Frames a second one stream may send (bursts up to one second's worth); "
         "excess frames are dropped and counted in `dropped`. 0: no limit."
     )
+    max_stream_pixels_per_s: float = Field(
+        1920 * 1080 * 30, ge=0, description="Pixels a second of frames one stream may have decoded (1080p at "
+        "30 frames/s by default); a frame due over it is dropped undecoded and counted in `dropped`. 0: no limit."
+    )
 
     # Access
     api_keys: SecretStr = Field(

@@ -11,6 +11,7 @@ from service.engine_types import FrameRequest, FrameResult
 from service.live import LiveSessions, MemorySessionStore, SessionStore, StreamSlot
 from service.metrics import Metrics
 from service.model import Predictor
+from tests.servers import png
 
 
 def memory_engine(predictor: Predictor, store: SessionStore | None = None, batch_size: int = 1,
@@ -30,9 +31,10 @@ async def step(engine: Engine, session: str, frame: np.ndarray, expected: int = 
 
 
 def slot(engine: Engine, session: str) -> StreamSlot:
-    return StreamSlot(engine, session)
+    """A stream's slot, decoding its frames as the server does (the engine's LiveSessions)."""
+    return StreamSlot(engine, session, engine.state_io.prepare_frame)  # type: ignore[attr-defined]
 
 
 def offer(stream: StreamSlot, frame: np.ndarray) -> bool:
-    """Offer a frame as the stream route does: prepared for the model, its mask at the frame's size."""
-    return stream.offer(stream.engine.predictor.prepare(frame), frame.shape[:2])
+    """Offer a frame as the stream route does: encoded (PNG, lossless), with its header's size."""
+    return stream.offer(png(frame), frame.shape[:2])

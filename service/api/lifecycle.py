@@ -121,7 +121,8 @@ async def start_services(settings: Settings, metrics: Metrics, startup: Startup)
     else:
         session_store = MemorySessionStore(settings.session_ttl_s)
     job_store = job_store_for(settings, redis, spool)  # with its quotas and Redis timeout
-    live = LiveSessions(session_store, predictor.model_id, predictor.input_size, metrics, settings.scaled_jpeg_decode)
+    live = LiveSessions(session_store, predictor.model_id, predictor.input_size, metrics, settings.scaled_jpeg_decode,
+                        settings.max_frame_side, settings.max_stream_pixels_per_s)
     engine = Engine(predictor, live, metrics, settings.batch_size, settings.batch_wait_ms, infer)
     await engine.start()
     runner = JobRunner(job_store, engine, spool, workers=settings.job_workers, chunk=settings.clip_chunk,

@@ -9,12 +9,13 @@
 
 from .policy import EXPIRED, RECOVERED, ResumePolicy, Resumption
 from .sessions import Connected, LiveSessions
-from .slot import StreamClosing, StreamReset, StreamSlot
+from .slot import FrameRefused, StreamClosing, StreamReset, StreamSlot
 from .state import Carried, SessionState, StateError, StateMismatchError, valid_session_id
 from .store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUnavailable
 
 __all__ = [
     "EXPIRED",
+    "FrameRefused",
     "RECOVERED",
     "Carried",
     "Connected",

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..engine import Engine
 from ..engine_types import Context, FrameRequest, Loaded
+from ..limits import FrameRate, LimitExceeded
 from ..metrics import Metrics
 from ..video import decode_for_model
 from .policy import ResumePolicy
@@ -38,11 +39,11 @@ class Connected:
 
 class LiveSessions:
     def __init__(self, store: SessionStore, model_id: str, input_size: tuple[int, int], metrics: Metrics,
-                 scaled_jpeg_decode: bool = False) -> None:
+                 scaled_jpeg_decode: bool = False, max_side: int = 4096, pixels_per_s: float = 0.0) -> None:
         self.store, self.metrics = store, metrics
         self.model_id, self.input_size = model_id, (int(input_size[0]), int(input_size[1]))
         self.policy = ResumePolicy(model_id, self.input_size)
-        self.scaled_jpeg_decode = scaled_jpeg_decode
+        self.scaled_jpeg_decode, self.max_side, self.pixels_per_s = scaled_jpeg_decode, max_side, pixels_per_s
 
     # -- the stream route ----------------------------------------------------------------------------
     async def connect(self, session: str, engine: Engine) -> Connected:
@@ -50,7 +51,7 @@ class LiveSessions:
         try:
             stored = await self.store.get(session)
         except StoreUnavailable:  # the stream starts anyway, without temporal context until the store is back
-            return Connected(StreamSlot(engine, session, 0, 0, False), 0, 0, False, None)
+            return Connected(self._slot(engine, session, 0, 0, False), 0, 0, False, None)
         resumed = self.policy.at_connect(stored, time.time())
         temporal = True
         if resumed.refused:  # another model or input size: never misread it, start over
@@ -60,12 +61,20 @@ class LiveSessions:
             except StoreUnavailable:
                 temporal = False
         state = resumed.state
-        return Connected(StreamSlot(engine, session, state.frame, state.dropped, temporal), state.frame, state.dropped,
-                         temporal, resumed.restarted)
+        return Connected(self._slot(engine, session, state.frame, state.dropped, temporal), state.frame,
+                         state.dropped, temporal, resumed.restarted)
+
+    def _slot(self, engine: Engine, session: str, frame: int, dropped: int, temporal: bool) -> StreamSlot:
+        budget = FrameRate(self.pixels_per_s) if self.pixels_per_s > 0 else None
+        return StreamSlot(engine, session, self.prepare_frame, frame, dropped, temporal, budget)
 
     def prepare_frame(self, data: bytes, header_size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-        """Frame bytes -> (the frame decoded and resized for the model, the frame's own (height, width))."""
-        return decode_for_model(data, self.input_size, header_size, self.scaled_jpeg_decode)
+        """Frame bytes -> (the frame decoded and resized for the model, the frame's own (height, width)).
+        VideoError when they do not decode; LimitExceeded when the decoded frame is over the side limit."""
+        frame, size = decode_for_model(data, self.input_size, header_size, self.scaled_jpeg_decode)
+        if max(size) > self.max_side:
+            raise LimitExceeded(f"the frame is {size[1]}x{size[0]}; the limit is {self.max_side} a side")
+        return frame, size
 
     async def get(self, session: str) -> SessionState | None:
         """The stored state, without extending its TTL."""

@@ -10,15 +10,15 @@ needs (the logits and the next frame's state). The paths:
   a `fresh` row mask) and frozen by `torch.jit.optimize_for_inference` (batch norm folded into the
   convolutions, oneDNN layouts). A batch of first frames is fed as zeros with every row fresh, which
   the model resolves with `torch.where` to exactly what `previous=None` computes, so one graph serves
-  first frames, mixed batches and steady streams at any batch size. Measured 3-4x faster than eager
-  on the 2-core development box (bench/model_speed.py). If tracing fails, or the graph disagrees
+  first frames, mixed batches and steady streams at any batch size. Faster than eager on CPU
+  (bench/model_speed.py; figures in bench/RESULTS.md). If tracing fails, or the graph disagrees
   with eager by more than 1e-3 in probability, it logs why and runs eager.
 - CUDA, `optimize=True`: the weights in float16 and channels_last (tensor cores); the state is
   handed back as float32 so its bytes format does not change. CUDA graphs / torch.compile are left
   out until a GPU run shows they pay. UNTESTED here: the development machine has no GPU.
 - `optimize=False` (`VSOD_OPTIMIZE=false`): the eager module, float32, the reference path.
 
-No bfloat16 anywhere: on CPUs without native bf16 it was measured 10x slower than float32.
+No bfloat16 anywhere: on CPUs without native bf16 it is far slower than float32 (bench/RESULTS.md).
 """
 
 from __future__ import annotations

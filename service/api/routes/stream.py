@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ...auth import QUERY, AuthError, scoped
 from ...engine_types import EngineClosed, FrameResult
 from ...limits import FrameRate, LimitExceeded, check_image
-from ...live import StreamClosing, StreamReset, StreamSlot, valid_session_id
+from ...live import FrameRefused, StreamClosing, StreamReset, StreamSlot, valid_session_id
 from ...masks import encode_mask
 from ...protocol import (
     CLIENT_MESSAGE,
@@ -87,6 +87,9 @@ class Connection:
             if isinstance(event, StreamReset):
                 await self.send(ResetDone(session_id=self.session_id))
                 continue
+            if isinstance(event, FrameRefused):
+                await self.error(event.code, event.message)
+                continue
             await self.send_mask(event)
 
     async def send_mask(self, result: FrameResult) -> None:
@@ -123,19 +126,11 @@ class Connection:
         except VideoError as error:
             await self.error("bad_frame", str(error))
             return
-        if not self.rate.allow():  # before decoding, so the excess costs next to nothing
+        if not self.rate.allow():  # before anything else: the excess costs next to nothing
             self.slot.count_dropped()
             self.svc.metrics.rate_limited_frames.inc()
             return
-        try:  # on a worker thread, resized for the model there: the model's thread only runs the network
-            frame, size = await asyncio.to_thread(self.svc.live.prepare_frame, data, (height, width))
-        except VideoError as error:
-            await self.error("bad_frame", str(error))
-            return
-        if max(size) > limits.max_frame_side:
-            await self.error("frame_too_large", f"the frame is {size[1]}x{size[0]}; the limit is {limits.max_frame_side} a side")
-            return
-        self.slot.offer(frame, size, received)
+        self.slot.offer(data, (height, width), received)  # decoded only when due (latest wins)
 
     async def on_text(self, text: str) -> bool:
         """Handle a control message; False when the client asked to close."""
