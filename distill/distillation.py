@@ -27,12 +27,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from distill.finetune import add_init_argument
 from distill.kd import KDAdapters, KDWeights, TeacherTargets, distillation_loss
 from distill.losses import saliency_loss
 from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_training
 from distill.teacher_cache import TeacherCache, fingerprint
 from distill.teachers import LoadedTeacher, SpatialTeacher, TemporalTeacher, load_teacher
-from distill.train import VIRTUAL_SAMPLES, Trainer, add_init_argument
+from distill.train import VIRTUAL_SAMPLES, Trainer
 from service.model import StudentOutput
 
 DISTILL_FLAGS = (*CONFIG_FLAGS, "init_from", "spatial_teacher", "temporal_teacher", "gt_weight", "skd_feature", "skd_map",

@@ -16,7 +16,8 @@ import skimage.data
 from distill.data.composites import CompositeAssets, load_backgrounds, load_cutouts
 from distill.data.loaders import load_davis
 from distill.data.sequences import read_mask
-from distill.data.synthetic import Effects, generate_synthetic, render_frame, sample_scene, sequence_rng
+from distill.data.render import Effects, render_frame
+from distill.data.synthetic import generate_synthetic, sample_scene, sequence_rng
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (64, 96)

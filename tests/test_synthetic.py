@@ -14,14 +14,8 @@ import pytest
 
 from distill.data import load_dataset, read_mask, read_rgb
 from distill.data.loaders import load_davis
-from distill.data.synthetic import (
-    Effects,
-    add_synth_command,
-    generate_synthetic,
-    render_frame,
-    sample_scene,
-    sequence_rng,
-)
+from distill.data.render import Effects, render_frame
+from distill.data.synthetic import add_synth_command, generate_synthetic, sample_scene, sequence_rng
 
 SIZE = (48, 80)
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,45 @@
+"""Fine-tuning: `--init-from MODEL` starts a student from stored weights instead of fresh ones.
+
+Shared by `vsod-train train` and `vsod-train distill`; the run's lineage records the start (path and
+the weights' sha256), so a fine-tuned model names the model it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from torch import Tensor
+
+from distill.runs import load_checkpoint
+from service.model import ModelStore
+from service.model.store import WEIGHTS, sha256_of
+
+
+def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
+    """A student's weights to fine-tune from: a model-store folder (`model_store/<name>`) or a
+    training checkpoint (`RUN_DIR/last.pt`); its width must be the run's."""
+    if (path / "manifest.json").is_file():
+        model, manifest = ModelStore(path.parent).load(path.name)
+        width, weights = manifest.config.get("width_mult"), model.state_dict()
+    elif path.is_file():
+        checkpoint = load_checkpoint(path)
+        if checkpoint.get("kind", "student") != "student":
+            raise ValueError(f"--init-from {path}: a {checkpoint.get('kind')} checkpoint, not a student's")
+        width, weights = checkpoint["model_config"].get("width_mult"), checkpoint["model"]
+    else:
+        raise ValueError(f"--init-from {path}: neither a model-store folder (with manifest.json) nor a checkpoint file")
+    if width != width_mult:
+        raise ValueError(f"--init-from {path}: width {width}, the run's --width-mult is {width_mult}")
+    return weights
+
+
+def init_lineage(path: Path) -> dict[str, str]:
+    """Where a fine-tuned student started: the path and the sha256 of its weights."""
+    return {"path": str(path), "sha256": sha256_of(path / WEIGHTS if path.is_dir() else path)}
+
+
+def add_init_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init-from", default=None, metavar="MODEL",
+                        help="fine-tune: start the student from a model-store folder (model_store/<name>) or a "
+                        "student checkpoint (RUN_DIR/last.pt) instead of fresh weights")
