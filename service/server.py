@@ -1,8 +1,9 @@
 """Run the service under uvicorn: `vsod serve` (service.cli), `serve(Settings(...))`, or `python -m service.server`.
 
 The process listens first and loads afterwards: a busy port is one line and exit 1 at once, and
-`/healthz` answers while the model loads (`service.api.lifecycle`). A load that fails stops the
-server with one line and exit 1 too. `vsod serve` sets the OpenMP policy before torch is imported
+`/healthz` answers while the model loads (`service.api.lifecycle`); under `vsod serve` also while
+this module is imported (`service.process.EarlyAnswers`). A load that fails stops the server with
+one line and exit 1 too. `vsod serve` sets the OpenMP policy before torch is imported
 (`service.process`); `python -m service.server` (settings from `VSOD_*` variables) imports torch
 with this module, too early for that, and warns unless the environment already sets it.
 

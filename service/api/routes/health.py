@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..deps import Services, caller, services
-from ..errors import problems
+from ..errors import problem, problems
 from ..lifecycle import Startup
 from ..schemas import Health, Ready
 
@@ -26,15 +26,15 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Ready | JSONResponse:
     startup: Startup = request.app.state.startup
     if (reason := startup.not_ready) is not None:
-        return JSONResponse({"detail": reason}, status_code=503, headers={"Retry-After": "5"})
+        return problem(503, reason, {"Retry-After": "5"})
     svc = services(request)
     if svc.draining:
-        return JSONResponse({"detail": "shutting down"}, status_code=503)
+        return problem(503, "shutting down")
     try:
         await asyncio.wait_for(svc.live.ping(), READY_TIMEOUT_S)
     except Exception as error:  # any failure to reach the store means: do not send traffic here
         reason = str(error) or type(error).__name__
-        return JSONResponse({"detail": f"session store ({svc.live.backend}) unreachable: {reason}"}, status_code=503)
+        return problem(503, f"session store ({svc.live.backend}) unreachable: {reason}")
     return Ready(model=svc.predictor.model_id, device=str(svc.predictor.device), cache=svc.live.backend)  # type: ignore[arg-type]
 
 
