@@ -93,7 +93,9 @@ def install(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
         if error.status_code in (204, 304):  # no body allowed (not raised today; kept correct)
             return Response(status_code=error.status_code, headers=headers)
-        return problem(error.status_code, str(error.detail), headers)
+        if not isinstance(error.detail, str):  # a structured detail (none is raised today) keeps its shape
+            return JSONResponse({"detail": jsonable_encoder(error.detail)}, status_code=error.status_code, headers=headers)
+        return problem(error.status_code, error.detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
