@@ -84,8 +84,9 @@ class Settings(BaseSettings):
         "excess frames are dropped and counted in `dropped`. 0: no limit."
     )
     max_stream_pixels_per_s: float = Field(
-        1920 * 1080 * 30, ge=0, description="Pixels a second of frames one stream may have decoded (1080p at "
-        "30 frames/s by default); a frame due over it is dropped undecoded and counted in `dropped`. 0: no limit."
+        640 * 480 * 30, ge=0, description="Pixels a second of frames one stream may have decoded (640x480 at "
+        "30 frames/s by default, what the page sends; the model sees 256x256 or so); a frame due over it is "
+        "dropped undecoded and counted in `dropped`. 0: no limit."
     )
 
     # Access
