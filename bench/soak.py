@@ -114,7 +114,7 @@ def write_clip(path: Path, frames: list[bytes], fps: float = 10.0) -> Path:
 def model_env(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, str], str]:
     """VSOD_MODEL/VSOD_MODEL_STORE for the server, and a description of the model for the report."""
     from service.model import Manifest, ModelStore, stkd_student
-    from service.model.store import default_store_root
+    from service.paths import default_store_root
 
     store = Path(args.store) if args.store else default_store_root()
     name = args.model or os.environ.get("VSOD_MODEL", "vsod-student")

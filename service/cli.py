@@ -46,7 +46,7 @@ def default_model() -> str:
 
 
 def store_root(given: str | None) -> Path:
-    from service.model.store import default_store_root
+    from service.paths import default_store_root
 
     return Path(given) if given else default_store_root()
 
@@ -61,12 +61,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     apply_thread_policy()  # before torch loads (service.process says why)
 
+    from service.video_writers import MaskVideoWriter, OverlayVideoWriter, overlay
     from service.video import (
-        MaskVideoWriter,
-        OverlayVideoWriter,
         encode_png,
         open_media,
-        overlay,
         write_atomic,
     )
 

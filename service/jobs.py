@@ -42,8 +42,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .engine import Engine
-from .job_results import FORMATS, Results
-from .job_store import JobRecord, JobStore, Quota, QuotaExceeded, new_job_id
+from .job_results import Results
+from .job_store import JobRecord, JobStore, Quota
 from .job_store_memory import MemoryJobStore
 from .job_store_redis import RedisJobStore
 from .limits import LimitExceeded
@@ -51,8 +51,6 @@ from .metrics import Metrics
 from .settings import Settings
 from .video import VideoError, encode_png, open_video
 
-__all__ = ["FORMATS", "JobCancelled", "JobLost", "JobRecord", "JobRunner", "JobStore", "MemoryJobStore",
-           "QuotaExceeded", "RedisJobStore", "job_store_for", "new_job_id"]
 
 log = logging.getLogger("vsod.jobs")
 STORE_ERRORS = (RedisError, ConnectionError, TimeoutError)  # the job store is unreachable (not the job's fault)

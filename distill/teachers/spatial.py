@@ -20,7 +20,9 @@ from torch import Tensor, nn
 
 from service.model.encoder import MobileNetV2Encoder
 
-from .blocks import PyramidPooling, TeacherDecoder, TeacherOutput, init_weights
+from service.model.layers import init_weights
+
+from .blocks import PyramidPooling, TeacherDecoder, TeacherOutput
 
 # ImageNet statistics, as in the student: callers pass RGB in [0, 1].
 _MEAN = (0.485, 0.456, 0.406)

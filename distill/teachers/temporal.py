@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from service.model.layers import ConvBNAct
+from service.model.layers import ConvBNAct, init_weights
 
-from .blocks import ConvGRUCell, DecoderHead, TeacherOutput, init_weights
+from .blocks import ConvGRUCell, DecoderHead, TeacherOutput
 from .spatial import SpatialTeacher, SpatialTeacherConfig
 
 

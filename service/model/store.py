@@ -14,7 +14,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from ..paths import default_store_root  # noqa: F401  (re-exported: `service.model.store.default_store_root`)
+from ..paths import default_store_root
 from .student import ARCHITECTURE, STKDStudent, StudentConfig
 
 MANIFEST = "manifest.json"

@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.model.store import ModelStore, default_store_root
+from service.model.store import ModelStore
+from service.paths import default_store_root
 from tests.browser.cdp import launch_chromium
 from tests.browser.flow import small_png, walk_page
 from tests.browser.media import synthetic_frames, write_h264, write_y4m

@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...job_store import JobRecord, QuotaExceeded, new_job_id
-from ...jobs import FORMATS
+from ...job_results import FORMATS
 from ...limits import check_video, video_header
 from ...settings import Settings
 from ...video import VIDEO_SUFFIXES, MediaInfo, UnsupportedVideo, open_video
