@@ -70,4 +70,5 @@ def test_the_fuzzing_got_past_the_key_check(server: Server) -> None:
     reached = sum(v for k, v in counts.items() if 'route="/v1/' in k and 'status="401"' not in k and 'status="403"' not in k)
     refused = sum(v for k, v in counts.items() if 'status="401"' in k or 'status="403"' in k)
     assert reached > refused > 0, counts  # both paths were exercised, the keyed one far more
-    assert not any('status="5' in k for k in counts), counts
+    # /readyz answers 503 `loading` to the start-up polls while the model loads (tests/servers.py): an answer, not an error.
+    assert not any('status="5' in k for k in counts if 'route="/readyz"' not in k), counts
