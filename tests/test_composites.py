@@ -58,6 +58,7 @@ def write_backgrounds(folder: Path) -> Path:
     cv2.imwrite(str(folder / "theme" / "deep" / "waves.webp"), texture(500, 520))
     cv2.imwrite(str(folder / "theme" / "box.png"), texture(600, 600))  # reserved for evaluation
     cv2.imwrite(str(folder / "theme" / "logo.png"), texture(600, 600))  # a logo: an unlabelled object
+    cv2.imwrite(str(folder / "theme" / "sddm-preview.jpg"), texture(500, 900))  # a login screen: avatars, text
     cv2.imwrite(str(folder / "theme" / "dot.png"), texture(21, 21))  # an icon
     (folder / "theme" / "vector.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
     return folder

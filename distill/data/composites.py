@@ -30,6 +30,8 @@ RESERVED_STEMS = frozenset({"box", "box_in_scene", "cup"})
 BACKGROUND_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # OpenCV decodes these; SVG is skipped
 MIN_COVER, MAX_COVER = 0.02, 0.70  # a map covering less is noise, more is a background, not an object
 MIN_BACKGROUND_SIDE = 480  # smaller files in those packages are icons, dots and password fields
+# Logos and login-screen previews (avatars, text) would be unlabelled salient objects in the background.
+UNSUITABLE_BACKGROUNDS = ("logo", "preview")
 MAX_SIDE = 1024  # decoded backgrounds are kept at most this large: canvases are ~730 px wide
 FAINT = 0.1  # teacher confidence below this is dropped: pasted, it would carry the photo's own background
 
@@ -94,8 +96,8 @@ def _fit(image: np.ndarray, limit: int) -> np.ndarray:
 def load_backgrounds(folders: list[Path]) -> dict[str, np.ndarray]:
     """Raster images under `folders` (recursively), at most MAX_SIDE, as uint8 RGB keyed by path.
 
-    SVG and anything OpenCV cannot decode are skipped, as are small images (icons) and logos, which
-    would be unlabelled salient objects in the background.
+    SVG and anything OpenCV cannot decode are skipped, as are small images (icons), logos and login
+    screen previews, which would be unlabelled salient objects in the background.
     """
     images: dict[str, np.ndarray] = {}
     for folder in folders:
@@ -103,7 +105,7 @@ def load_backgrounds(folders: list[Path]) -> dict[str, np.ndarray]:
             raise FileNotFoundError(f"background folder not found: {folder}")
         for path in sorted(Path(folder).rglob("*")):
             if (not path.is_file() or path.suffix.lower() not in BACKGROUND_SUFFIXES or reserved(path)
-                    or "logo" in path.stem.lower() or str(path) in images):
+                    or any(word in path.stem.lower() for word in UNSUITABLE_BACKGROUNDS) or str(path) in images):
                 continue
             try:
                 image = read_rgb(path)
