@@ -104,7 +104,8 @@ def run_server(args: argparse.Namespace, payloads: list[bytes], batch_size: int,
                sessions: list[int], pace: float | None) -> list[dict[str, float]]:
     prefix = redis_prefix()
     server = start_server(server_env(args, args.threads), VSOD_MODEL=args.model, VSOD_TORCH_THREADS=args.threads,
-                          VSOD_MAX_STREAM_FPS=0, VSOD_REDIS_URL=args.redis, VSOD_REDIS_PREFIX=prefix,
+                          VSOD_MAX_STREAM_FPS=0, VSOD_MAX_STREAM_PIXELS_PER_S=0, VSOD_REDIS_URL=args.redis,
+                          VSOD_REDIS_PREFIX=prefix,
                           VSOD_BATCH_SIZE=batch_size, VSOD_BATCH_WAIT_MS=wait_ms)
     try:
         return [asyncio.run(load(server.ws_url, payloads, n, args.warmup_s, args.seconds, pace, args.same_phase))

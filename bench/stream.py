@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     codecs = codec_costs(predictor, frames[: args.warmup])
     prefix = redis_prefix()
     settings: dict[str, object] = {"VSOD_MODEL": args.model, "VSOD_TORCH_THREADS": server_threads,
-                                   "VSOD_MAX_STREAM_FPS": 0, "VSOD_OPTIMIZE": str(not args.eager).lower(),
+                                   "VSOD_MAX_STREAM_FPS": 0, "VSOD_MAX_STREAM_PIXELS_PER_S": 0, "VSOD_OPTIMIZE": str(not args.eager).lower(),
                                    "VSOD_SCALED_JPEG_DECODE": str(args.scaled_jpeg).lower()}
     if args.redis != "none":
         settings.update(VSOD_REDIS_URL=args.redis, VSOD_REDIS_PREFIX=prefix)

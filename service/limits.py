@@ -170,3 +170,15 @@ class FrameRate:
             self._tokens -= cost
             return True
         return False
+
+    def reserve(self, cost: float) -> float:
+        """Take `cost` tokens, going into debt if need be; returns the seconds to wait before using
+        them (0: at once), so that what is used stays within the rate (rate 0: no limit)."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        wait = max(0.0, min(cost, self.burst) - self._tokens) / self.rate
+        self._tokens -= cost
+        return wait

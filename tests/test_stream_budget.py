@@ -51,27 +51,37 @@ def test_frames_replaced_while_waiting_are_never_decoded(predictor: Predictor) -
     assert dropped == len(frames) - 1 and frame == 0
 
 
-def test_a_due_frame_over_the_pixel_budget_is_dropped_undecoded(predictor: Predictor) -> None:
-    small, large = moving_square_frames(1, 40, 40)[0], moving_square_frames(1, 300, 400)[0]
+def test_large_frames_are_slowed_to_the_pixel_budget_and_still_answered(predictor: Predictor) -> None:
+    """Frames of 300x400 against a budget of one such frame a second: the first passes on the full
+    bucket, the next waits for the budget (the clock says how long), and every frame is answered."""
+    frame = moving_square_frames(1, 300, 400)[0]
     clock = [0.0]
-    budget = FrameRate(40 * 40 * 2, clock=lambda: clock[0])  # two small frames' pixels a second
+    budget = FrameRate(300 * 400, clock=lambda: clock[0])  # one frame's pixels a second
+    waits: list[float] = []
+    reserve = budget.reserve
+    budget.reserve = lambda cost: (waits.append(reserve(cost)), waits[-1])[1]  # type: ignore[method-assign]
 
-    async def main() -> tuple[list[tuple[int, int]], int, list[int]]:
+    async def main() -> tuple[list[int], int]:
         slot, decoded, engine = counting_slot(predictor, budget)
         await engine.start()  # type: ignore[attr-defined]
         try:
-            frames = []
-            slot.offer(png(large), large.shape[:2])  # within a full bucket: passes, and leaves it in debt
-            frames.append((await slot.next_event()).frame)  # type: ignore[union-attr]
-            slot.offer(png(small), small.shape[:2])  # the debt is not paid back yet: dropped unread
-            slot.request_close()
-            assert type(await slot.next_event()).__name__ == "StreamClosing"
-            clock[0] += 60.0  # a minute later the bucket is full again
-            slot.offer(png(small), small.shape[:2])
-            frames.append((await slot.next_event()).frame)  # type: ignore[union-attr]
-            return decoded, slot.dropped, frames
+            answered = []
+            for _ in range(3):
+                slot.offer(png(frame), frame.shape[:2])
+                answered.append((await slot.next_event()).frame)  # type: ignore[union-attr]
+            return answered, len(decoded)
         finally:
             await engine.close()  # type: ignore[attr-defined]
 
-    decoded, dropped, frames = asyncio.run(main())
-    assert decoded == [(300, 400), (40, 40)] and dropped == 1 and frames == [0, 1]
+    answered, decoded = asyncio.run(main())
+    assert answered == [0, 1, 2] and decoded == 3
+    assert waits == [0.0, 1.0, 2.0]  # the clock stands still: each frame waits one more second of budget
+
+
+def test_the_token_bucket_reserves_into_debt() -> None:
+    clock = [0.0]
+    bucket = FrameRate(100, clock=lambda: clock[0])
+    assert bucket.reserve(50) == 0.0 and bucket.reserve(50) == 0.0  # the burst: one second's worth
+    assert bucket.reserve(250) == 1.0  # waits until a full burst's worth is there, then owes the rest
+    clock[0] += 3.5
+    assert bucket.reserve(10) == 0.0  # the debt (-250) is paid back after 2.5 s

@@ -8,7 +8,8 @@ and is counted as dropped, so nothing buffers without bound.
 A frame costs nothing until it is due: it waits as the bytes that came in, and is decoded (on a
 worker thread) only when it goes to the engine, so a frame that a newer one replaces is never
 decoded. Decoding is also bounded in pixels per second (`decode_budget`): a due frame over the
-budget is dropped unread, like one over the frame rate.
+budget waits until the budget allows it (meanwhile newer frames replace the one behind it), so a
+stream of large frames is slowed to the budget, never left without an answer.
 
 Pipeline: at most two frames of a session are with the engine. A waiting frame is handed over as
 soon as the model has run the one before it (`StepTicket.computed`), together with that frame's
@@ -66,7 +67,7 @@ class _Encoded:
 class _InFlight:
     """A frame on its way: decoding, then with the engine (`ticket`)."""
 
-    task: asyncio.Task[StepTicket | None]
+    task: asyncio.Task[StepTicket]
     ticket: StepTicket | None = None
 
 
@@ -120,8 +121,6 @@ class StreamSlot:
                 entry = self._inflight[0]
                 try:
                     ticket = await entry.task
-                    if ticket is None:  # dropped by the decode budget: nothing to answer
-                        continue
                     result = await ticket.result
                 except (VideoError, LimitExceeded) as error:
                     return FrameRefused(getattr(error, "code", "bad_frame"), str(error))
@@ -158,12 +157,10 @@ class StreamSlot:
         entry = _InFlight(asyncio.get_running_loop().create_task(self._decode_and_submit(encoded, expected, context)))
         self._inflight.append(entry)
 
-    async def _decode_and_submit(self, encoded: _Encoded, expected: int, context: Context | None) -> StepTicket | None:
+    async def _decode_and_submit(self, encoded: _Encoded, expected: int, context: Context | None) -> StepTicket:
         height, width = encoded.size
-        if self.decode_budget is not None and not self.decode_budget.allow(height * width):
-            self.count_dropped()
-            self.engine.metrics.rate_limited_frames.inc()
-            return None
+        if self.decode_budget is not None and (wait := self.decode_budget.reserve(height * width)) > 0:
+            await asyncio.sleep(wait)
         started = time.perf_counter()
         frame, size = await asyncio.to_thread(self.prepare, encoded.data, encoded.size)
         ticket = self.engine.submit_step(FrameRequest(
