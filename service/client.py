@@ -50,7 +50,7 @@ from .client_common import (
     raw_mask,
     ws_base,
 )
-from .client_stream import Action, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
+from .client_stream import Action, CursorView, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
 
 __all__ = ["AsyncVsodClient", "JobFailed", "LiveStream", "StreamError", "StreamResult", "VsodClient",
            "VsodConnectionError", "VsodError", "VsodHTTPError", "encode_frame"]
@@ -155,7 +155,7 @@ class VsodClient:
                 yield live.send(frame).mask
 
 
-class LiveStream:
+class LiveStream(CursorView):
     """One session on `/v1/stream` in lockstep, reconnecting (same session id) when the connection drops.
 
     The decisions (when to reconnect, resend, or report a lost mask) are `StreamCursor`'s plans
@@ -170,23 +170,6 @@ class LiveStream:
         self._connection = ExitStack()  # the open connection's context
         self._last_send = 0.0
         self._run(self.cursor.connect(first=True))
-
-    @property
-    def session_id(self) -> str | None:
-        return self.cursor.session_id
-
-    @property
-    def next_frame(self) -> int:
-        """The session index the next frame will get (the server's word after each reconnection)."""
-        return self.cursor.next_frame
-
-    @property
-    def model(self) -> str | None:
-        return self.cursor.model
-
-    @property
-    def reconnects(self) -> int:
-        return self.cursor.reconnects
 
     def __enter__(self) -> LiveStream:
         return self

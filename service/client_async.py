@@ -37,7 +37,7 @@ from .client_common import (
     raw_mask,
     ws_base,
 )
-from .client_stream import Action, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
+from .client_stream import Action, CursorView, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
 
 
 class AsyncVsodClient:
@@ -125,7 +125,7 @@ class AsyncVsodClient:
                     yield (await live.send(frame)).mask
 
 
-class AsyncLiveStream:
+class AsyncLiveStream(CursorView):
     """One session on `/v1/stream` in lockstep, reconnecting (same session id) when the connection drops.
 
     It performs the I/O of the same `StreamCursor` plans as the synchronous `LiveStream`."""
@@ -136,22 +136,6 @@ class AsyncLiveStream:
         self.cursor = StreamCursor(client.base_url, session_id, threshold, retries, max_fps)
         self._ws: ClientConnection | None = None
         self._last_send = 0.0
-
-    @property
-    def session_id(self) -> str | None:
-        return self.cursor.session_id
-
-    @property
-    def next_frame(self) -> int:
-        return self.cursor.next_frame
-
-    @property
-    def model(self) -> str | None:
-        return self.cursor.model
-
-    @property
-    def reconnects(self) -> int:
-        return self.cursor.reconnects
 
     async def __aenter__(self) -> AsyncLiveStream:
         await self._run(self.cursor.connect(first=True))

@@ -241,3 +241,26 @@ class StreamCursor:
     def _take_note(self) -> str | None:
         note, self._note = self._note, None
         return note
+
+
+class CursorView:
+    """Where a client's live stream stands, read from its `cursor` (both clients' streams show it)."""
+
+    cursor: StreamCursor
+
+    @property
+    def session_id(self) -> str | None:
+        return self.cursor.session_id
+
+    @property
+    def next_frame(self) -> int:
+        """The session index the next frame will get (the server's word after each reconnection)."""
+        return self.cursor.next_frame
+
+    @property
+    def model(self) -> str | None:
+        return self.cursor.model
+
+    @property
+    def reconnects(self) -> int:
+        return self.cursor.reconnects

@@ -53,7 +53,7 @@ def stand_in_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setitem(isnet.VARIANTS, "medium", "")
     path = isnet.model_path("medium")
     stand_in_graph(path)
-    monkeypatch.setitem(isnet.VARIANTS, "medium", isnet.sha256_file(path))
+    monkeypatch.setitem(isnet.VARIANTS, "medium", isnet.sha256_of(path))
     return path
 
 

