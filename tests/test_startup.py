@@ -105,7 +105,7 @@ def test_alive_at_once_ready_when_loaded_and_warmed(started: tuple[Observed, int
     phases = [line for line in seen.log.splitlines() if f"{LOADING}: " in line]
     assert any("loading model slow-student" in line for line in phases), seen.log[-3000:]
     warming = next(line for line in phases if "warming up" in line)
-    assert "OMP_WAIT_POLICY=PASSIVE" in warming and "1 thread(s)" in warming, warming
+    assert "OMP_WAIT_POLICY=PASSIVE" in warming and "1 thread(s)" in warming and "batch sizes 1-8" in warming, warming
     assert "ready in" in seen.log
 
 

@@ -80,23 +80,13 @@ def _device(setting: str) -> str | None:
     return None if setting == "auto" else setting
 
 
-def warmup_batches(batch_size: int) -> list[int]:
-    """The batch sizes warmed at start: a lone stream's and a full micro-batch's."""
-    return sorted({1, batch_size})
-
-
 def _load(settings: Settings, store: ModelStore, startup: Startup) -> Predictor:
-    """Load, optimise and warm the model, on the thread that will run it."""
+    """Load and optimise the model on the thread that will run it."""
     if settings.torch_threads:  # a per-thread OpenMP setting: made on the thread that runs the model
         torch.set_num_threads(settings.torch_threads)
     startup.enter(f"loading model {settings.model} and optimising it")
     predictor = Predictor.from_store(settings.model, store, _device(settings.device), settings.optimize)
-    startup.enter(f"warming up {predictor.model_id} on {predictor.device} ({predictor.runtime.mode}, "
-                  f"{torch.get_num_threads()} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), "
-                  f"batches of {warmup_batches(settings.batch_size)}")
-    # The streaming step specialises on its first calls of each shape, and a still image takes the
-    # eager path: both are paid here rather than by the first clients.
-    predictor.runtime.warmup(warmup_batches(settings.batch_size))
+    # A still image takes the eager path: its first-call costs are paid here, not by the first client.
     predictor.predict_image(np.zeros((32, 32, 3), np.uint8))
     return predictor
 
@@ -109,7 +99,8 @@ async def start_services(settings: Settings, metrics: Metrics, startup: Startup)
     # Loaded (and traced) on the engine's own thread, the only one that ever runs the model.
     infer = inference_executor()
     predictor = await asyncio.get_running_loop().run_in_executor(infer, _load, settings, store, startup)
-    startup.enter("connecting the session and job stores, starting the engine and job workers")
+    loaded_s = time.monotonic() - started
+    startup.enter("connecting the session and job stores")
     redis: Redis | None = None
     session_store: SessionStore
     job_store: JobStore
@@ -124,14 +115,18 @@ async def start_services(settings: Settings, metrics: Metrics, startup: Startup)
     live = LiveSessions(session_store, predictor.model_id, predictor.input_size, metrics, settings.scaled_jpeg_decode,
                         settings.max_frame_side, settings.max_stream_pixels_per_s)
     engine = Engine(predictor, live, metrics, settings.batch_size, settings.batch_wait_ms, infer)
-    await engine.start()
+    startup.enter(f"warming up {predictor.model_id} on {predictor.device} ({predictor.runtime.mode}, "
+                  f"{torch.get_num_threads()} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}) "
+                  f"at batch sizes 1-{settings.batch_size}")
+    await engine.start()  # StepRuntime.warmup at every batch size the engine forms, on the model's thread
+    startup.enter("starting the job workers")
     runner = JobRunner(job_store, engine, spool, workers=settings.job_workers, chunk=settings.clip_chunk,
                        lease_s=settings.job_lease_s, max_attempts=settings.job_max_attempts, metrics=metrics,
                        max_frames=settings.max_clip_frames, max_side=settings.max_frame_side)
     await runner.start()
     keys = ApiKeys.from_setting(settings.api_keys.get_secret_value())
-    log.info("ready in %.1f s since the app began loading (the model took %.1f s): serving %s on %s; sessions and jobs in %s; %s",
-             time.monotonic() - startup.began, time.monotonic() - started, predictor.model_id, predictor.device,
+    log.info("ready in %.1f s since the app began loading (loading the model took %.1f s): serving %s on %s; "
+             "sessions and jobs in %s; %s", time.monotonic() - startup.began, loaded_s, predictor.model_id, predictor.device,
              session_store.backend, f"{len(keys)} API key(s)" if keys.enabled else "no API keys (open access)")
     return Services(settings, predictor, engine, live, job_store, runner, metrics, spool, redis, keys)
 
