@@ -90,7 +90,10 @@ class StreamSlot:
         older waiting one, which is dropped undecoded."""
         replaced = self._drop_waiting()
         self._waiting = _Encoded(data, size, received or time.perf_counter())
-        self._chain()
+        if not self._inflight and not self._reset:
+            self._submit_waiting(None)  # due at once: nothing of this stream is with the engine
+        else:
+            self._chain()
         self._wake.set()
         return replaced
 
