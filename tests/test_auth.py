@@ -141,7 +141,18 @@ def _assert_no_raw_keys(keys: list[str]) -> None:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         for key in keys:
-            value = client.get(key) if client.type(key) == b"string" else b"".join(client.lrange(key, 0, -1))
+            kind = client.type(key)
+            if kind == b"string":
+                value = client.get(key)
+            elif kind == b"hash":  # e.g. a job's blob sizes
+                value = b"".join(k + v for k, v in client.hgetall(key).items())
+            elif kind == b"set":
+                value = b"".join(client.smembers(key))
+            elif kind == b"zset":  # e.g. the job quotas' ledgers
+                value = b"".join(member for member, _ in client.zrange(key, 0, -1, withscores=True))
+            else:
+                assert kind == b"list", (key, kind)
+                value = b"".join(client.lrange(key, 0, -1))
             for secret in (ALPHA, BETA):
                 assert secret not in key and secret.encode() not in value, key
     finally:
