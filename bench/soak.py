@@ -5,7 +5,7 @@
     python bench/soak.py --model vsod-student --store model_store --redis-url redis://127.0.0.1:6379/0
 
 Loopback only and bounded: the server runs on 127.0.0.1, Redis must be on this machine, at most 32
-sessions for at most 60 minutes. The script starts `python -m service.server` with short TTLs in a
+sessions for at most 60 minutes. The script starts `vsod serve` (`python -m service.cli serve`) with short TTLs in a
 fresh Redis key namespace, then:
 - each session streams JPEG frames of a real video (opencv-doc's vtest.avi, else synthetic) at
   `--fps`, reading masks as they come (latest wins: frames the server cannot keep up with are
@@ -137,7 +137,7 @@ def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes
     full = {**os.environ, **env, "VSOD_HOST": "127.0.0.1", "VSOD_PORT": str(port), "VSOD_LOG_LEVEL": "warning",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service.server"], cwd=REPO, env=full, stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=full, stdout=out,
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
