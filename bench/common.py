@@ -1,6 +1,6 @@
 """Shared by the bench scripts: the machine line, sample frames, servers, statistics, the JSON summary.
 
-Servers come from tests/servers.py (a real `python -m service.server` on a free port, ready when
+Servers come from tests/servers.py (a real `vsod serve`, `python -m service.cli serve`, on a free port, ready when
 /readyz answers), so a benchmark measures exactly what the tests start.
 """
 

@@ -5,7 +5,7 @@
 
 The bare model is `Predictor.step` in this process on the same decoded frames (resize in, mask
 resize out, the same optimised graph the server runs), state carried frame to frame. The stream is
-one WebSocket session on a server started here (`python -m service.server`, Redis session store),
+one WebSocket session on a server started here (`vsod serve`, Redis session store),
 frames sent as pre-encoded JPEG so the client costs next to nothing, masks asked for as PNG.
 `--inflight 1` is lockstep (next frame after the mask: every stage in series, a latency figure);
 `--inflight 2` keeps one frame waiting at the server, as a camera that sends at its own pace does
