@@ -13,7 +13,7 @@ Frames are uint8 HxWx3 RGB arrays; masks are uint8 HxW (0..255 saliency) at the 
 Streams run in lockstep (the next frame goes out when the previous mask arrived), so the server
 never has to drop a frame. When the connection drops, the stream reconnects with the same
 session id and continues from the frame index the server reports: the temporal state lives in the
-server's session cache, not in the connection, so another replica sharing the Redis can take over.
+server's session store, not in the connection, so another replica sharing the Redis can take over.
 Server problems raise `VsodError` subclasses carrying the server's own message.
 """
 
