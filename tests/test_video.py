@@ -11,17 +11,15 @@ import pytest
 
 from service.model.processing import resize_image
 from service.video import (
-    MaskVideoWriter,
-    OverlayVideoWriter,
     VideoError,
     decode_for_model,
     decode_image_bytes,
     encode_png,
     natural_key,
     open_media,
-    overlay,
     write_atomic,
 )
+from service.video_writers import MaskVideoWriter, OverlayVideoWriter, overlay
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
