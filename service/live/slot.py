@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import Engine
-from ..engine_types import Context, FrameRequest, FrameResult, StepTicket
+from ..engine_types import Context, FrameRequest, FrameResult, StepTicket, retrieve
 from ..limits import FrameRate, LimitExceeded
 from ..video import VideoError
 from .store import StoreUnavailable
@@ -157,8 +157,9 @@ class StreamSlot:
         assert self._waiting is not None
         encoded, self._waiting = self._waiting, None
         expected = context.frame if context is not None else self.next_frame
-        entry = _InFlight(asyncio.get_running_loop().create_task(self._decode_and_submit(encoded, expected, context)))
-        self._inflight.append(entry)
+        task = asyncio.get_running_loop().create_task(self._decode_and_submit(encoded, expected, context))
+        task.add_done_callback(retrieve)  # a frame that fails to decode after its stream closed is not an error to log
+        self._inflight.append(_InFlight(task))
 
     async def _decode_and_submit(self, encoded: _Encoded, expected: int, context: Context | None) -> StepTicket:
         height, width = encoded.size
