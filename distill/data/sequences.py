@@ -65,13 +65,9 @@ def read_rgb(path: Path | str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path | str) -> np.ndarray:
-    """bool HxW foreground.
-
-    Palette PNGs (DAVIS-2017 object ids) are read as indices, not colours, and any non-zero label is
-    foreground. Grayscale or RGB masks: > half range, or > 0 when the file is strictly 0/1.
-    """
-    path = Path(path)
+def _mask_pixels(path: Path) -> np.ndarray:
+    """A mask file's pixels: bool for palette (label indices) and 1-bit files, else grey HxW (colour
+    files: the channel maximum)."""
     # Pillow, not OpenCV: OpenCV expands a palette to colours, losing which index is background.
     try:
         with Image.open(path) as image:
@@ -89,6 +85,18 @@ def read_mask(path: Path | str) -> np.ndarray:
         array = array.max(axis=2)
     if array.size == 0:
         raise ValueError(f"cannot read mask {path}: empty image")
+    return array
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """bool HxW foreground.
+
+    Palette PNGs (DAVIS-2017 object ids) are read as indices, not colours, and any non-zero label is
+    foreground. Grayscale or RGB masks: > half range, or > 0 when the file is strictly 0/1.
+    """
+    array = _mask_pixels(Path(path))
+    if array.dtype == bool:
+        return array
     peak = int(array.max())
     if peak <= 1:
         return array > 0
@@ -102,21 +110,9 @@ def read_soft_mask(path: Path | str) -> np.ndarray:
     Colour files take their channel maximum, as `read_mask` does; palette files are label indices,
     so they are read as exact masks (0 or 1).
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("P", "1"):
-                return read_mask(path).astype(np.float32)
-            if image.mode in ("LA", "RGBA", "PA"):
-                image = image.convert("RGB" if image.mode == "RGBA" else "L")
-            array = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ValueError(f"cannot read mask {path}: {error}") from error
-    if array.ndim == 3:
-        array = array.max(axis=2)
-    if array.size == 0:
-        raise ValueError(f"cannot read mask {path}: empty image")
+    array = _mask_pixels(Path(path))
+    if array.dtype == bool:
+        return array.astype(np.float32)
     full_scale = 255.0 if array.dtype == np.uint8 else 65535.0 if array.dtype == np.uint16 else None
     if full_scale is None:  # 32-bit grey ("I"): 16-bit content as Pillow reads it
         full_scale = 65535.0 if int(array.max()) > 255 else 255.0
