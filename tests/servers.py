@@ -22,11 +22,12 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import httpx
 import numpy as np
@@ -195,6 +196,24 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
+    return path
+
+
+def encode_clip(path: Path, frames: Iterable[np.ndarray], codec: str, rate: int = 10,
+                options: dict[str, str] | None = None) -> Path:
+    """A video written frame by frame with PyAV (`frames` may be a generator: a long clip is never held whole)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate, options=options or {})
+        for index, frame in enumerate(frames):
+            if index == 0:
+                stream.height, stream.width = frame.shape[:2]
+                stream.pix_fmt = "yuv420p"
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts = index
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 

@@ -16,13 +16,12 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import httpx
 import numpy as np
 import pytest
 
 from service.spool import OWNER, PREFIX, process_start, reap_stale_spools
-from tests.servers import moving_square_frames, running_server, write_clip
+from tests.servers import encode_clip, moving_square_frames, running_server, write_clip
 from tests.test_clip_jobs import wait_for
 from tests.test_faults import RedisProcess
 
@@ -111,17 +110,7 @@ def test_a_server_reaps_stale_spools_at_start(model_store_env: dict[str, str]) -
 
 def mkv_without_frame_count(path: Path, count: int) -> Path:
     """A Matroska clip: its header states no frame count, so only decoding finds how long it is."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 96, 72, "yuv420p"
-        for index, frame in enumerate(moving_square_frames(count, seed=7)):
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            video_frame.pts = index
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return encode_clip(path, moving_square_frames(count, seed=7), "mpeg4", rate=10)
 
 
 def test_a_job_that_fails_part_way_keeps_its_masks(model_store_env: dict[str, str], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from service.job_results import write_npz
-from tests.servers import REDIS_URL, Server, decode_png_mask, delete_prefix, redis_prefix, running_server
+from tests.servers import REDIS_URL, Server, decode_png_mask, delete_prefix, encode_clip, redis_prefix, running_server
 from tests.test_clip_jobs import wait_for
 
 FRAMES = 2000
@@ -27,20 +27,15 @@ def long_clip(path: Path, count: int = FRAMES) -> Path:
     """A small-pixel but long H.264 clip (a square moving over a gradient), written with PyAV."""
     ramp = np.linspace(30, 120, WIDTH, dtype=np.uint8)[None, :, None]
     background = np.broadcast_to(ramp, (HEIGHT, WIDTH, 3)).copy()
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"crf": "30", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+
+    def frames() -> Iterator[np.ndarray]:
         for index in range(count):
             frame = background.copy()
             x = (index * 2) % (WIDTH - 60)
             frame[80:140, x : x + 60] = (240, 200, 40)
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            video_frame.pts = index
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield frame
+
+    return encode_clip(path, frames(), "libx264", rate=25, options={"crf": "30", "preset": "ultrafast"})
 
 
 def memory_kb(pid: int) -> dict[str, int]:
