@@ -93,14 +93,15 @@ def server_env(args: object, threads: int) -> dict[str, str]:
 
 
 def bare_predictor(args: object, threads: int) -> object:
-    """The model the server runs (same store, same optimised path), in this process."""
+    """The model the server runs (same store, same backend: `args.backend`, default auto), in this process."""
     import torch
 
     from service.model import ModelStore, Predictor
 
     torch.set_num_threads(threads)
     store = ModelStore(getattr(args, "store", None)) if getattr(args, "store", None) else ModelStore()
-    return Predictor.from_store(getattr(args, "model"), store, "cpu", optimize=not getattr(args, "eager", False))
+    backend = "eager" if getattr(args, "eager", False) else getattr(args, "backend", "auto")
+    return Predictor.from_store(getattr(args, "model"), store, "cpu", backend, threads)
 
 
 def timed(fn: object, *a: object) -> float:

@@ -12,7 +12,8 @@ latency at a load below saturation; each camera starts at its own random phase w
 period (seeded: the same phases every run), as independent cameras do (`--same-phase`: all at once,
 the worst case: every tick brings one frame of each session together). The bare model's ms/frame (`Predictor.step`, batch 1, same
 threads) is measured first, in this process: the targets are batched/unbatched >= 1.3 at 16
-sessions and p95 at 4 sessions <= 3x the bare ms/frame. Prints a table, then one JSON line.
+sessions and p95 at 4 sessions <= 3x the bare ms/frame. `--backend` sets VSOD_BACKEND for the servers
+and the bare model alike. Prints a table, then one JSON line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -103,7 +105,7 @@ async def load(url: str, payloads: list[bytes], sessions: int, warmup_s: float, 
 def run_server(args: argparse.Namespace, payloads: list[bytes], batch_size: int, wait_ms: float,
                sessions: list[int], pace: float | None) -> list[dict[str, float]]:
     prefix = redis_prefix()
-    server = start_server(server_env(args, args.threads), VSOD_MODEL=args.model, VSOD_TORCH_THREADS=args.threads,
+    server = start_server(server_env(args, args.threads), VSOD_MODEL=args.model, VSOD_THREADS=args.threads,
                           VSOD_MAX_STREAM_FPS=0, VSOD_MAX_STREAM_PIXELS_PER_S=0, VSOD_REDIS_URL=args.redis,
                           VSOD_REDIS_PREFIX=prefix,
                           VSOD_BATCH_SIZE=batch_size, VSOD_BATCH_WAIT_MS=wait_ms)
@@ -129,12 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-phase", action="store_true", help="paced sessions all send at the same instants")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize the video's frames")
     parser.add_argument("--redis", default=REDIS_URL)
-    parser.add_argument("--eager", action="store_true", help="VSOD_OPTIMIZE=false on both servers")
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torchscript", "eager"],
+                        help="VSOD_BACKEND of both servers (default auto)")
     args = parser.parse_args(argv)
-    if args.eager:
-        import os
-
-        os.environ["VSOD_OPTIMIZE"] = "false"
+    os.environ["VSOD_BACKEND"] = args.backend  # both servers, and the bare model (bare_predictor reads args.backend)
 
     frames = video_frames(60, size=tuple(args.size) if args.size else None)
     payloads = [jpeg(frame) for frame in frames]

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payloads = [jpeg(frame) for frame in video_frames(30)]
     big = [flood_frame(args.flood_side, seed) for seed in range(4)]
-    server = start_server(server_env(args, args.threads), VSOD_MODEL=args.model, VSOD_TORCH_THREADS=args.threads)
+    server = start_server(server_env(args, args.threads), VSOD_MODEL=args.model, VSOD_THREADS=args.threads)
     rows: list[dict[str, float]] = []
     try:
         asyncio.run(quiet(server.ws_url, payloads, args.pace, 2.0))  # warm-up

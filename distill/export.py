@@ -202,6 +202,10 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
         "## Files",
         "",
         f"- `weights.safetensors` sha256 `{manifest.sha256}`",
+        *([f"- `{manifest.step_graph['file']}` sha256 `{manifest.step_graph['sha256']}`: the streaming step for "
+           f"ONNX Runtime ({manifest.step_graph['format']}, dynamic batch; largest probability difference from "
+           f"the eager model in the export check {manifest.step_graph['max_probability_error']:.1e})"]
+          if manifest.step_graph else []),
         "",
     ]
     return "\n".join(lines)
@@ -228,6 +232,23 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="replace a model of the same name")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run_export)
+
+    graph = commands.add_parser(
+        "export-graph",
+        help="add (or renew) a stored model's ONNX step graph, which the onnxruntime backend serves",
+        description="Export a stored model's streaming step to NAME/step.onnx, check it against the eager model "
+        "and record its sha256, opset and shapes in the manifest (`vsod-train export` does this for new models).",
+    )
+    graph.add_argument("name", help="model name in the store")
+    graph.add_argument("--store", default=None, help="model store folder (default $VSOD_MODEL_STORE or ./model_store)")
+    graph.set_defaults(func=run_export_graph)
+
+
+def run_export_graph(args: argparse.Namespace) -> int:
+    record = ModelStore(args.store).add_step_graph(args.name)
+    print(f"{args.name}: wrote {record['file']} ({record['format']}, sha256 {record['sha256'][:12]}…, largest "
+          f"probability difference from eager {record['max_probability_error']:.1e})")
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -303,7 +303,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValidationError as error:  # pydantic's message spans lines: every problem on one line
         raise ValueError(f"invalid settings: {describe_invalid(error)}") from None
     sock = listen(settings.host, settings.port)
-    apply_thread_policy(settings.torch_threads)
+    apply_thread_policy(settings.threads)
     with EarlyAnswers(sock):  # /healthz 200 while torch and the app are imported
         from service.server import serve
     serve(settings, sock)

@@ -22,7 +22,7 @@ from types import TracebackType
 # Idle OpenMP threads sleep instead of spinning. On a busy 2-core machine spinning threads made
 # `vsod predict` on vtest.avi 10x slower (200 frames: 72.6 s spinning, 7.5 s passive) and server
 # calls 10-100x slower; on an idle machine passive costs 2 threads up to 3x at batch 1 (bench/README.md),
-# which one thread (`VSOD_TORCH_THREADS=1`) does not pay. An explicit value in the environment wins.
+# which one thread (`VSOD_THREADS=1`) does not pay. An explicit value in the environment wins.
 WAIT_POLICY = "PASSIVE"
 BACKLOG = 2048  # uvicorn's default
 LOADING = "loading"  # how /readyz's 503 detail begins until the process is ready

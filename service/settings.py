@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .backends import Backend
 from .paths import default_store_root  # not service.model: settings load without torch
 
 MiB = 1024 * 1024
@@ -30,7 +31,9 @@ class Settings(BaseSettings):
     model: str = Field("vsod-student", description="Name of the model in the store to serve.")
     model_store: Path = Field(default_factory=default_store_root, description="Folder holding <name>/manifest.json.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
-    torch_threads: int | None = Field(None, ge=1, description="Intra-op threads for CPU inference (None: torch's default).")
+    threads: int | None = Field(
+        None, ge=1, description="Intra-op threads for CPU inference, torch's and ONNX Runtime's (None: their defaults)."
+    )
     # 8 and 5 ms on the 2-core CPU (bench/RESULTS.md): a batch of 4 costs 2.7 ms a frame against 4.5
     # alone, and lockstep sessions' next frames arrive a few ms apart (each mask is encoded and
     # each frame decoded in turn), so a short window gathers them; a lone stream never waits.
@@ -39,9 +42,10 @@ class Settings(BaseSettings):
         5.0, ge=0, le=1000, description="How long a micro-batch may wait for frames of other active sessions "
         "(a lone stream never waits)."
     )
-    optimize: bool = Field(
-        True, description="Run streams through the optimised model: a frozen TorchScript graph on CPU, float16 "
-        "on CUDA (within 1e-3 of the eager model); false runs the eager float32 model."
+    backend: Backend = Field(
+        "auto", description="How streams run the model: 'onnxruntime' (the model's exported step graph), "
+        "'torchscript' (a frozen graph on CPU, float16 on CUDA), 'eager' (the float32 reference) or 'auto' "
+        "(ONNX Runtime on CPU when the model has its graph, else torchscript). All within 1e-3 of eager."
     )
     # Off by default: on vtest.avi the masks' agreement with a lossless input (IoU at 0.5) fell from
     # 0.82 (JPEG q90, full decode) to 0.70, about what sending q75 costs (0.65): 60 frames, default model.

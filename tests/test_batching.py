@@ -15,7 +15,7 @@ from .servers import max_diff, moving_square_frames
 
 
 def test_batch_window_gathers_active_sessions_and_a_lone_stream_never_waits(model_store: ModelStore) -> None:
-    predictor = Predictor(*model_store.load("test-student"), device="cpu", optimize=True)
+    predictor = Predictor(*model_store.load("test-student"), device="cpu", backend="torchscript")
     frames = moving_square_frames(4, seed=21)
 
     async def main() -> tuple[FrameResult, FrameResult, FrameResult]:

@@ -69,16 +69,43 @@ def test_export_writes_a_verified_model_with_measured_report(checkpoint: Path, t
                    f"{metrics['s_measure']:.4f}", f"{metrics['eval']['baselines']['framediff']['s_measure']:.4f}"):
         assert needle in report, needle
 
-    # The stored model runs: masks at each frame's own size.
+    # The streaming step is exported beside the weights, checked against eager, and named in the report.
+    graph = manifest.step_graph
+    assert graph["file"] == "step.onnx" and graph["max_probability_error"] <= 1e-3 and graph["sha256"] in report
+
+    # The stored model runs: masks at each frame's own size, and ONNX Runtime streams what eager streams.
     predictor = Predictor(model, manifest, device="cpu")
     frames, _ = square_frames(4)
     masks = list(predictor.predict_clip(frames))
     assert len(masks) == 4 and all(m.shape == frames[0].shape[:2] and m.dtype == np.uint8 for m in masks)
+    graph_predictor = Predictor.from_store("tiny", store, device="cpu", backend="onnxruntime")
+    carried = None
+    for frame, mask in zip(frames, masks):
+        streamed, carried = graph_predictor.step(frame, carried)
+        assert np.abs(streamed.astype(int) - mask.astype(int)).max() <= 1
 
     again = vsod_train("export", "--checkpoint", str(checkpoint), "--name", "tiny", "--store", str(store_root))
     assert again.returncode == 1 and "already exists" in again.stderr
     manifest_after = json.loads((store_root / "tiny" / "manifest.json").read_text())
     assert manifest_after["sha256"] == manifest.sha256  # a refused export leaves the model untouched
+
+
+def test_export_graph_adds_the_step_to_a_stored_model(checkpoint: Path, tmp_path: Path) -> None:
+    """A model stored without its graph (an older export) gets one; an unknown model is one line, exit 1."""
+    done = vsod_train("export", "--checkpoint", str(checkpoint), "--name", "old", "--store", str(tmp_path),
+                      "--speed-frames", "1", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    manifest_path = tmp_path / "old" / "manifest.json"
+    old = json.loads(manifest_path.read_text())
+    old.pop("step_graph")
+    manifest_path.write_text(json.dumps(old))
+    (tmp_path / "old" / "step.onnx").unlink()
+    added = vsod_train("export-graph", "old", "--store", str(tmp_path))
+    assert added.returncode == 0 and "wrote step.onnx" in added.stdout, added.stderr
+    _, manifest = ModelStore(tmp_path).load("old")
+    assert manifest.sha256 == old["sha256"] and manifest.step_graph["format"] == "onnx opset 17"
+    missing = vsod_train("export-graph", "nope", "--store", str(tmp_path))
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "model 'nope' not found" in missing.stderr
 
 
 def test_export_without_evaluation_still_measures_speed(checkpoint: Path, tmp_path: Path) -> None:

@@ -82,10 +82,10 @@ def _device(setting: str) -> str | None:
 
 def _load(settings: Settings, store: ModelStore, startup: Startup) -> Predictor:
     """Load and optimise the model on the thread that will run it."""
-    if settings.torch_threads:  # a per-thread OpenMP setting: made on the thread that runs the model
-        torch.set_num_threads(settings.torch_threads)
-    startup.enter(f"loading model {settings.model} and optimising it")
-    predictor = Predictor.from_store(settings.model, store, _device(settings.device), settings.optimize)
+    if settings.threads:  # a per-thread OpenMP setting: made on the thread that runs the model
+        torch.set_num_threads(settings.threads)
+    startup.enter(f"loading model {settings.model} (backend {settings.backend})")
+    predictor = Predictor.from_store(settings.model, store, _device(settings.device), settings.backend, settings.threads)
     # A still image takes the eager path: its first-call costs are paid here, not by the first client.
     predictor.predict_image(np.zeros((32, 32, 3), np.uint8))
     return predictor
@@ -93,8 +93,8 @@ def _load(settings: Settings, store: ModelStore, startup: Startup) -> Predictor:
 
 async def start_services(settings: Settings, metrics: Metrics, startup: Startup) -> Services:
     started = time.monotonic()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     store = ModelStore(settings.model_store)
     # Loaded (and traced) on the engine's own thread, the only one that ever runs the model.
     infer = inference_executor()

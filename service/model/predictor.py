@@ -15,13 +15,14 @@ empty or None before the first frame. Whoever stores it (service/live/) stores a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .processing import frames_to_tensor, probabilities_to_masks, probability_to_mask, resize_image
-from .runtime import StepRuntime
+from .runtime import Backend, StepRuntime
 from .store import Manifest, ModelStore
 from .student import STKDStudent
 
@@ -34,26 +35,30 @@ def best_device() -> torch.device:
 
 
 class Predictor:
-    """`optimize=True` runs stream steps through `StepRuntime`'s optimised path (a frozen TorchScript
-    graph on CPU, float16 on CUDA; within 1e-3 of eager in probability); clips always run eager, so
-    `predict_clip` and clip jobs stay bit-identical to the reference model."""
+    """Stream steps run through `StepRuntime`'s `backend` (eager by default; the server's default
+    `auto` picks ONNX Runtime or TorchScript, each within 1e-3 of eager in probability); clips always
+    run eager, so `predict_clip` and clip jobs stay bit-identical to the reference model. `graph` is
+    the model's verified step graph, which the onnxruntime backend runs."""
 
     def __init__(
-        self, model: STKDStudent, manifest: Manifest, device: str | torch.device | None = None, optimize: bool = False
+        self, model: STKDStudent, manifest: Manifest, device: str | torch.device | None = None,
+        backend: Backend = "eager", graph: Path | None = None, threads: int | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else best_device()
         self.model = model.eval().to(self.device)
         self.manifest = manifest
         self.model_id = manifest.model_id
         self.input_size = manifest.input_size
-        self.runtime = StepRuntime(self.model, self.device, tuple(self.input_size), optimize)
+        self.runtime = StepRuntime(self.model, self.device, tuple(self.input_size), backend, graph, threads)
 
     @classmethod
     def from_store(
-        cls, name: str, store: ModelStore | None = None, device: str | None = None, optimize: bool = False
+        cls, name: str, store: ModelStore | None = None, device: str | None = None, backend: Backend = "eager",
+        threads: int | None = None,
     ) -> Predictor:
-        model, manifest = (store or ModelStore()).load(name)
-        return cls(model, manifest, device, optimize)
+        store = store or ModelStore()
+        model, manifest = store.load(name)
+        return cls(model, manifest, device, backend, store.step_graph(name, manifest), threads)
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """A frame resized to the model's input, as `infer_batch` would resize it (callers that do

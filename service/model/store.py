@@ -1,7 +1,9 @@
-"""The model store: `model_store/<name>/{manifest.json, weights.safetensors, report.md}`.
+"""The model store: `model_store/<name>/{manifest.json, weights.safetensors, step.onnx, report.md}`.
 
 The manifest names the architecture, its config, the input size, a version and the weights'
-sha256; loading verifies all of it and fails with one clear message (`ModelStoreError`).
+sha256; loading verifies all of it and fails with one clear message (`ModelStoreError`). `step.onnx`
+is the streaming step exported for ONNX Runtime (onnx_step.py); the manifest's `step_graph` record
+holds its sha256, which `step_graph()` verifies before a server opens it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from ..paths import default_store_root
+from .onnx_step import STEP_GRAPH, StepGraphError, export_step
 from .student import ARCHITECTURE, STKDStudent, StudentConfig
 
 MANIFEST = "manifest.json"
@@ -38,6 +41,7 @@ class Manifest:
     created: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
+    step_graph: dict[str, Any] = field(default_factory=dict)  # {} when the model has no exported step
 
     @property
     def model_id(self) -> str:
@@ -63,6 +67,7 @@ class Manifest:
                 created=data.get("created", ""),
                 metrics=data.get("metrics", {}),
                 lineage=data.get("lineage", {}),
+                step_graph=data.get("step_graph", {}),
             )
         except (KeyError, TypeError, IndexError, ValueError) as error:
             raise ModelStoreError(f"manifest is missing or has a malformed field: {error}") from None
@@ -116,8 +121,20 @@ class ModelStore:
             raise ModelStoreError(f"model {name!r}: weights do not fit its config: {error}") from None
         return model.eval(), manifest
 
-    def save(self, model: STKDStudent, manifest: Manifest, report: str | None = None) -> Path:
-        """Write weights, then the manifest with their sha256 (so a half-written model never verifies)."""
+    def step_graph(self, name: str, manifest: Manifest) -> Path | None:
+        """The model's exported step graph, its hash verified; None when the manifest records none."""
+        if not manifest.step_graph:
+            return None
+        path = self.root / name / manifest.step_graph.get("file", STEP_GRAPH)
+        if not path.is_file():
+            raise ModelStoreError(f"model {name!r}: its step graph {path.name!r} is missing")
+        if sha256_of(path) != manifest.step_graph.get("sha256"):
+            raise ModelStoreError(f"model {name!r}: {path.name} does not match the sha256 in its manifest")
+        return path
+
+    def save(self, model: STKDStudent, manifest: Manifest, report: str | None = None, step_graph: bool = True) -> Path:
+        """Write the weights and (unless `step_graph` is False) the exported step graph, then the
+        manifest with their sha256, so a half-written model never verifies."""
         from safetensors.torch import save_file
 
         folder = self.root / manifest.name
@@ -128,7 +145,24 @@ class ModelStore:
         manifest.sha256 = sha256_of(weights)
         manifest.architecture = ARCHITECTURE
         manifest.config = model.config.to_dict()
+        manifest.step_graph = self._export_step(model, manifest, folder) if step_graph else {}
         (folder / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         if report is not None:
             (folder / REPORT).write_text(report)
         return folder
+
+    def add_step_graph(self, name: str) -> dict[str, Any]:
+        """Export (or re-export) a stored model's step graph and record it in its manifest."""
+        model, manifest = self.load(name)
+        manifest.step_graph = self._export_step(model, manifest, self.root / name)
+        (self.root / name / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        return manifest.step_graph
+
+    @staticmethod
+    def _export_step(model: STKDStudent, manifest: Manifest, folder: Path) -> dict[str, Any]:
+        path = folder / STEP_GRAPH
+        try:
+            record = export_step(model, tuple(manifest.input_size), path)
+        except StepGraphError as error:
+            raise ModelStoreError(f"model {manifest.name!r}: {error}") from None
+        return {"file": path.name, "sha256": sha256_of(path), **record}

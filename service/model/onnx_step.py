@@ -1,0 +1,128 @@
+"""The streaming step as an ONNX graph with explicit state, and ONNX Runtime running it.
+
+    record = export_step(model, input_size, folder / STEP_GRAPH)   # at export: write, check, describe
+    step = OnnxStep(folder / STEP_GRAPH, device, threads=2)          # in the server
+    logits, state = step(frames, previous, fresh)                    # torch tensors in and out
+
+The graph is `StreamStep` (runtime.py) exported with `torch.onnx.export` at opset 17: inputs
+`frames` (B,3,H,W RGB in [0, 1]), `previous` (B,C,h,w, the last frame's state) and `fresh` (B bools:
+rows at a stream's first frame, which ignore their row of `previous`); outputs `logits` (B,1,H,W) and
+`state` (B,C,h,w, the next frame's `previous`). Only the batch is dynamic: the input size is the
+model's, as the manifest records. Nothing in the graph is sequential, so any runtime that can run
+a convolutional network can serve streams: the state is just another input and output.
+
+`export_step` checks the graph against the eager model on first frames, a mixed batch and a steady
+stream before it returns. What it returns (opset, shapes, the largest probability difference found)
+goes into the manifest with the file's sha256, which the store verifies before the server opens it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+from torch import Tensor
+
+from .step import TOLERANCE, StreamStep, agreement_examples, step_disagreement
+from .student import STKDStudent
+
+STEP_GRAPH = "step.onnx"
+OPSET = 17
+INPUTS = ("frames", "previous", "fresh")
+OUTPUTS = ("logits", "state")
+
+
+class StepGraphError(RuntimeError):
+    """The exported graph is missing, does not match its record, or disagrees with the model."""
+
+
+def export_step(model: STKDStudent, input_size: tuple[int, int], path: Path) -> dict[str, Any]:
+    """Export the model's streaming step to `path`, check it against eager, and describe it for the
+    manifest (the store adds the file's name and sha256)."""
+    model = model.eval().cpu()
+    height, width = input_size
+    state = model.state_shape(input_size)
+    example = next(iter(agreement_examples(model, input_size)))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constants that are constant for a fixed model
+        torch.onnx.export(
+            StreamStep(model).eval(), example, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}, opset_version=OPSET, dynamo=False,
+        )
+    graph = OnnxStep(path, torch.device("cpu"), threads=1)
+    error = step_disagreement(graph, StreamStep(model).eval(), model, input_size)
+    if error > TOLERANCE:
+        path.unlink(missing_ok=True)
+        raise StepGraphError(f"the exported step differs from the eager model by {error:.2e} in probability")
+    return {
+        "format": f"onnx opset {OPSET}",
+        "inputs": {"frames": ["batch", 3, height, width], "previous": ["batch", *state], "fresh": ["batch"]},
+        "outputs": {"logits": ["batch", 1, height, width], "state": ["batch", *state]},
+        "max_probability_error": error,
+        "exported_with": f"torch {torch.__version__}",
+    }
+
+
+def _providers(device: torch.device) -> list[str]:
+    available = onnxruntime.get_available_providers()
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    if not wanted:
+        raise StepGraphError("ONNX Runtime on CUDA needs onnxruntime-gpu (pip install onnxruntime-gpu)")
+    return [*wanted, "CPUExecutionProvider"]
+
+
+class OnnxStep:
+    """An ONNX Runtime session over the step graph, called like `StreamStep` (torch tensors).
+
+    On CPU the tensors cross as numpy views (no copies). On CUDA, IO binding hands ONNX Runtime the
+    torch tensors' device memory, so frames and state never leave the GPU (UNTESTED here: no GPU;
+    bench/gpu_check.sh runs it). The store verifies the file against its manifest before this opens it.
+    """
+
+    def __init__(self, path: Path, device: torch.device, threads: int | None = None) -> None:
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initialisers and the like are noise here
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # The server's OpenMP policy (service.process) holds for ONNX Runtime's pool too: on a busy
+        # machine, spinning threads steal the cores that decode frames.
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.device = device
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=_providers(device))
+        self.provider = self.session.get_providers()[0]
+
+    def __call__(self, frames: Tensor, previous: Tensor, fresh: Tensor) -> tuple[Tensor, Tensor]:
+        if self.device.type == "cuda":
+            return self._bound(frames, previous, fresh)
+        feeds = {"frames": _numpy(frames), "previous": _numpy(previous), "fresh": _numpy(fresh)}
+        logits, state = self.session.run(list(OUTPUTS), feeds)
+        return torch.from_numpy(logits), torch.from_numpy(state)
+
+    def _bound(self, frames: Tensor, previous: Tensor, fresh: Tensor) -> tuple[Tensor, Tensor]:
+        """CUDA: inputs and outputs bound to torch's device buffers (IO binding)."""
+        batch = frames.shape[0]
+        logits = torch.empty((batch, 1, *frames.shape[-2:]), dtype=torch.float32, device=frames.device)
+        state = torch.empty(previous.shape, dtype=torch.float32, device=frames.device)
+        binding = self.session.io_binding()
+        index = frames.device.index or 0
+        for name, tensor, kind in (("frames", frames.float().contiguous(), np.float32),
+                                   ("previous", previous.float().contiguous(), np.float32),
+                                   ("fresh", fresh.contiguous(), np.bool_)):
+            binding.bind_input(name, "cuda", index, kind, list(tensor.shape), tensor.data_ptr())
+        for name, tensor in (("logits", logits), ("state", state)):
+            binding.bind_output(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return logits, state
+
+
+def _numpy(tensor: Tensor) -> np.ndarray:
+    return tensor.detach().cpu().contiguous().numpy()
