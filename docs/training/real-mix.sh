@@ -9,8 +9,9 @@
 #     pasted over Debian's desktop-base and gnome-backgrounds wallpapers (`vsod-train synth --cutouts`);
 #   - teacher-labelled real frames as soft targets: opencv-doc's vtest.avi and Megamind.avi (early
 #     frames) and the photos, as docs/training/real-data.sh labels them into $REAL/train and $REAL/photos.
-# $REAL/val (later frames of the videos, and tree.avi) is never trained on; box.mp4 and cup.mp4 never
-# appear. Shares of the samples: synthetic 1/2, composites 1/4, real videos 1/8, real photos 1/8.
+# $REAL/val (later frames of the videos) is never trained on; box.mp4 and cup.mp4 never appear.
+# Shares of the samples: synthetic 3/8, composites 3/8, real videos 1/8, real photos 1/8. (The first
+# run, synthetic 1/2 and composites 1/4, was stopped at step 980 while it still over-segmented.)
 #
 # Resumable: rerun it after an interruption. Data already generated (a marker per step) is kept, and a
 # run folder with a checkpoint continues with --resume (same data order, schedule and time budget).
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/../.."  # the repository root: model_store/ is relative to i
 DATA=${DATA:-/work/data}
 REAL=${REAL:-$DATA/real}
 RUN=${RUN:-/work/runs/real-mix}
-MINUTES=${MINUTES:-75}
+MINUTES=${MINUTES:-60}
 THREADS=${THREADS:-2}
 backgrounds=()
 for folder in /usr/share/backgrounds /usr/share/wallpapers /usr/share/desktop-base; do
@@ -62,7 +63,7 @@ if [[ -f $RUN/last.pt ]]; then
 else
   log "training $RUN"
   vsod-train train --init-from model_store/vsod-student \
-    --data "$DATA/synth@4" --data "$DATA/composites@2" \
+    --data "$DATA/synth@3" --data "$DATA/composites@3" \
     --data "labelled:$REAL/train@1" --data "labelled:$REAL/photos@1" \
     --split train --out "$RUN" --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
     --max-minutes "$MINUTES" --seed 0 --threads "$THREADS" --save-every 100 --no-progress
