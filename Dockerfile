@@ -41,11 +41,20 @@ RUN pip install --no-cache-dir "$(ls /wheels/vsod-*.whl)[train]"
 FROM ${PYTHON_IMAGE} AS venv-gpu
 ARG TORCH_VERSION
 ARG TORCH_GPU_INDEX
+# true: ONNX Runtime's GPU build (CUDA and TensorRT providers) instead of its CPU build, for
+# VSOD_BACKEND=onnxruntime on the GPU. Off by default: auto serves the GPU with torch's float16 path.
+ARG ONNXRUNTIME_GPU=false
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv \
     && pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_GPU_INDEX}"
 COPY --from=wheel /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/vsod-*.whl)[train]"
+RUN pip install --no-cache-dir "$(ls /wheels/vsod-*.whl)[train]" \
+    && if [ "${ONNXRUNTIME_GPU}" = "true" ]; then \
+         version="$(pip show onnxruntime | sed -n 's/^Version: //p')" \
+         && pip uninstall --yes onnxruntime \
+         && pip install --no-cache-dir "onnxruntime-gpu==${version}"; \
+       fi
 
 # ---------------------------------------------------------------------------------------------
 # runtime: what both final images share. No compilers, no pip caches, no sources: the venv is

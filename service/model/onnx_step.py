@@ -18,7 +18,9 @@ goes into the manifest with the file's sha256, which the store verifies before t
 
 from __future__ import annotations
 
+import ctypes.util
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -68,14 +70,23 @@ def export_step(model: STKDStudent, input_size: tuple[int, int], path: Path) -> 
     }
 
 
-def _providers(device: torch.device) -> list[str]:
-    available = onnxruntime.get_available_providers()
+def _providers(device: torch.device) -> list[str | tuple[str, dict[str, Any]]]:
+    """CPU: the CPU provider. CUDA: TensorRT first where its library is installed (float16, engines
+    cached so only the first start builds them), then CUDA, on the predictor's GPU."""
     if device.type != "cuda":
         return ["CPUExecutionProvider"]
-    wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-    if not wanted:
+    available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
         raise StepGraphError("ONNX Runtime on CUDA needs onnxruntime-gpu (pip install onnxruntime-gpu)")
-    return [*wanted, "CPUExecutionProvider"]
+    index = device.index or 0
+    providers: list[str | tuple[str, dict[str, Any]]] = []
+    # onnxruntime-gpu lists TensorRT whether or not TensorRT itself is installed: look for its library.
+    if "TensorrtExecutionProvider" in available and ctypes.util.find_library("nvinfer"):
+        cache = Path(tempfile.gettempdir()) / "vsod-tensorrt"
+        providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True,
+                                                        "trt_engine_cache_enable": True,
+                                                        "trt_engine_cache_path": str(cache)}))
+    return [*providers, ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
 class OnnxStep:
