@@ -48,6 +48,7 @@ from .client_common import (
     job_finished,
     key_headers,
     raw_mask,
+    upload_retry_delay,
     ws_base,
 )
 from .client_stream import Action, CursorView, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
@@ -96,11 +97,21 @@ class VsodClient:
         return raw_mask(response)
 
     # -- clips -----------------------------------------------------------------------------------
-    def submit_clip(self, path: str | Path) -> dict[str, Any]:
-        """Upload a video; returns the job (`job_id`, `status`, `frames_total`...)."""
+    def submit_clip(self, path: str | Path, wait_s: float = 0.0) -> dict[str, Any]:
+        """Upload a video; returns the job (`job_id`, `status`, `frames_total`...). A busy server
+        (429 over a quota, 503 loading) is asked again after its Retry-After, for up to `wait_s`."""
         path = Path(path)
-        with path.open("rb") as handle:
-            return self._request("POST", "/v1/clips", files={"file": (path.name, handle, "application/octet-stream")}).json()
+        start = time.monotonic()
+        while True:
+            try:
+                with path.open("rb") as handle:
+                    files = {"file": (path.name, handle, "application/octet-stream")}
+                    return self._request("POST", "/v1/clips", files=files).json()
+            except VsodHTTPError as error:
+                delay = upload_retry_delay(error, time.monotonic() - start, wait_s)
+                if delay is None:
+                    raise
+                time.sleep(delay)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
@@ -121,10 +132,15 @@ class VsodClient:
         """The finished job's result as bytes: npz, zip (PNG masks) or mp4 (mask video)."""
         return self._request("GET", f"/v1/jobs/{job_id}/result", params={"format": format}).content
 
+    def delete_job(self, job_id: str) -> None:
+        """Cancel a queued or running job, or free a finished one's result now (it counts against the key's quota)."""
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
     def process_clip(self, path: str | Path, format: ResultFormat = "npz", timeout: float | None = 600.0,
                      progress: Callable[[dict[str, Any]], None] | None = None) -> np.ndarray:
-        """Upload a clip, wait for its job, fetch its masks: uint8 (T,H,W), frames in order."""
-        job_id = self.submit_clip(path)["job_id"]
+        """Upload a clip (waiting out a busy server within `timeout`), wait for its job, fetch its
+        masks: uint8 (T,H,W), frames in order."""
+        job_id = self.submit_clip(path, wait_s=timeout if timeout is not None else float("inf"))["job_id"]
         self.wait_job(job_id, timeout, progress=progress)
         return decode_result(self.job_result(job_id, format), format)
 

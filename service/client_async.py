@@ -27,6 +27,7 @@ from .client_common import (
     ResultFormat,
     StreamResult,
     VsodConnectionError,
+    VsodHTTPError,
     checked,
     decode_result,
     encode_frame,
@@ -35,6 +36,7 @@ from .client_common import (
     job_finished,
     key_headers,
     raw_mask,
+    upload_retry_delay,
     ws_base,
 )
 from .client_stream import Action, CursorView, Drop, Open, Pace, Plan, Receive, SendBytes, SendText, Sleep, StreamCursor
@@ -73,10 +75,19 @@ class AsyncVsodClient:
                                        files={"file": ("image", data, "application/octet-stream")})
         return raw_mask(response)
 
-    async def submit_clip(self, path: str | Path) -> dict[str, Any]:
+    async def submit_clip(self, path: str | Path, wait_s: float = 0.0) -> dict[str, Any]:
         path = Path(path)
         data = await asyncio.to_thread(path.read_bytes)
-        return (await self._request("POST", "/v1/clips", files={"file": (path.name, data, "application/octet-stream")})).json()
+        start = time.monotonic()
+        while True:
+            try:
+                files = {"file": (path.name, data, "application/octet-stream")}
+                return (await self._request("POST", "/v1/clips", files=files)).json()
+            except VsodHTTPError as error:
+                delay = upload_retry_delay(error, time.monotonic() - start, wait_s)
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
 
     async def job(self, job_id: str) -> dict[str, Any]:
         return (await self._request("GET", f"/v1/jobs/{job_id}")).json()
@@ -95,9 +106,12 @@ class AsyncVsodClient:
     async def job_result(self, job_id: str, format: str = "npz") -> bytes:
         return (await self._request("GET", f"/v1/jobs/{job_id}/result", params={"format": format})).content
 
+    async def delete_job(self, job_id: str) -> None:
+        await self._request("DELETE", f"/v1/jobs/{job_id}")
+
     async def process_clip(self, path: str | Path, format: ResultFormat = "npz", timeout: float | None = 600.0,
                            progress: Callable[[dict[str, Any]], None] | None = None) -> np.ndarray:
-        job_id = (await self.submit_clip(path))["job_id"]
+        job_id = (await self.submit_clip(path, wait_s=timeout if timeout is not None else float("inf")))["job_id"]
         await self.wait_job(job_id, timeout, progress=progress)
         return decode_result(await self.job_result(job_id, format), format)
 

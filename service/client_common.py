@@ -23,11 +23,12 @@ class VsodError(Exception):
 
 
 class VsodHTTPError(VsodError):
-    """An HTTP error status; `detail` is the server's message."""
+    """An HTTP error status; `detail` is the server's message, `retry_after` its Retry-After seconds
+    (429 over a quota, 503 while loading), if it sent one."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {detail}")
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.retry_after = status, detail, retry_after
 
 
 class StreamError(VsodError):
@@ -132,8 +133,23 @@ def detail_of(response: httpx.Response) -> str:
 
 def checked(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
-        raise VsodHTTPError(response.status_code, detail_of(response))
+        raise VsodHTTPError(response.status_code, detail_of(response), _retry_after(response))
     return response
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["Retry-After"]))
+    except (KeyError, ValueError):  # absent, or an HTTP date, which this server never sends
+        return None
+
+
+def upload_retry_delay(error: VsodHTTPError, waited_s: float, wait_s: float) -> float | None:
+    """How long to wait before offering a refused upload again, or None to give up: only a server
+    that is busy (429 over a quota, 503 not ready) and says when to come back, within `wait_s`."""
+    if error.status not in (429, 503) or error.retry_after is None:
+        return None
+    return error.retry_after if waited_s + error.retry_after <= wait_s else None
 
 
 def job_finished(status: dict[str, Any], waited_s: float, timeout: float | None) -> bool:

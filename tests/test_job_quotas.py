@@ -3,6 +3,8 @@ and DELETE /v1/jobs/{id}: on real servers, with Redis and in memory."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.client import AsyncVsodClient, VsodClient, VsodHTTPError
 from tests.servers import (
     REDIS_URL,
     Server,
@@ -133,3 +136,32 @@ def test_delete_stops_a_running_job_at_its_next_chunk(working_server: Server, tm
     short = write_clip(tmp_path / "short.avi", moving_square_frames(3, seed=6))
     after = httpx.post(f"{working_server.url}/v1/clips", files={"file": ("short.avi", short.read_bytes(), "video/x-msvideo")})
     assert wait_for(working_server, after.json()["job_id"])["status"] == "done"
+
+
+def test_clients_wait_out_a_quota_and_delete_jobs(model_store_env: dict[str, str], tmp_path: Path) -> None:
+    """The Python clients read Retry-After: without time to wait, a 429 is raised with it; given time,
+    the upload is offered again once the server has room (here, when the key's first job is deleted)."""
+    clip = write_clip(tmp_path / "clip.avi", moving_square_frames(4, seed=7))
+    with running_server(model_store_env, job_workers=0, max_jobs_per_key=1) as server, VsodClient(server.url) as client:
+        first = client.submit_clip(clip)["job_id"]
+        with pytest.raises(VsodHTTPError) as refused:
+            client.submit_clip(clip)
+        assert refused.value.status == 429 and refused.value.retry_after is not None and refused.value.retry_after > 0
+
+        threading.Timer(0.5, client.delete_job, [first]).start()  # room appears while the client waits
+        began = time.monotonic()
+        second = client.submit_clip(clip, wait_s=WAIT_S)["job_id"]
+        assert second != first and time.monotonic() - began >= refused.value.retry_after * 0.9
+        with pytest.raises(VsodHTTPError) as gone:
+            client.job(first)
+        assert gone.value.status == 404
+
+        async def async_side() -> None:
+            async with AsyncVsodClient(server.url) as aclient:
+                with pytest.raises(VsodHTTPError) as again:
+                    await aclient.submit_clip(clip)
+                assert again.value.status == 429
+                await aclient.delete_job(second)
+                assert (await aclient.submit_clip(clip))["status"] == "queued"
+
+        asyncio.run(async_side())
