@@ -115,6 +115,9 @@ class JobStore:
     def __init__(self, ttl_s: float, quota: Quota = UNLIMITED) -> None:
         self.ttl_s, self.quota = ttl_s, quota
 
+    def close(self) -> None:
+        """Release what only this process holds (the in-memory store's blob folder); Redis keeps its jobs."""
+
     async def create(self, record: JobRecord, upload: Path) -> None:
         """Admit the job (QuotaExceeded when over a quota), store its upload and queue it."""
         await self.admit(record)

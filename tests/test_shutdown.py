@@ -126,3 +126,19 @@ async def _stream_through_sigterm(server: Server) -> tuple[list[dict], int | Non
     assert signalled
     return headers, connection.close_code
 
+
+
+def test_an_in_memory_job_store_leaves_no_blobs_in_a_kept_spool(model_store_env: dict[str, str], tmp_path: Path) -> None:
+    """With VSOD_SPOOL_DIR set the spool outlives the process, but in-memory jobs do not: a clean stop
+    removes their uploads and results too, instead of leaving them for the next start to find."""
+    spool = tmp_path / "spool"
+    server = start_server(model_store_env, spool_dir=spool, job_workers=0)
+    try:
+        clip = write_clip(tmp_path / "clip.avi", moving_square_frames(4, seed=3))
+        created = httpx.post(f"{server.url}/v1/clips", files={"file": ("clip.avi", clip.read_bytes(), "video/x-msvideo")})
+        assert created.status_code == 202, created.text
+        blobs = list(spool.rglob("vsod-blobs-*"))
+        assert len(blobs) == 1 and any(blobs[0].iterdir())  # the queued upload, held by the store
+    finally:
+        stop_server(server)
+    assert spool.is_dir() and not list(spool.rglob("vsod-blobs-*"))

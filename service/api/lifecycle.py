@@ -147,6 +147,7 @@ async def load(settings: Settings, metrics: Metrics, startup: Startup) -> None:
 async def stop_services(svc: Services) -> None:
     await svc.runner.close()
     await svc.engine.close()
+    svc.jobs.close()  # in memory, its jobs die with the process: so do their blobs
     if svc.redis is not None:
         await svc.redis.aclose()
     if svc.settings.spool_dir is None:
