@@ -47,7 +47,6 @@ from distill.runs import (
     command_line,
     git_revision,
     learning_rate,
-    load_checkpoint,
     now,
     run_training,
     save_checkpoint,

@@ -18,7 +18,6 @@ from service.limits import FrameRate, LimitExceeded, check_image, check_video, i
 from service.video import VideoError
 from tests.servers import (
     Server,
-    jpeg,
     jpeg_claiming,
     moving_square_frames,
     next_json,

@@ -49,7 +49,7 @@ class Predictor:
         self.manifest = manifest
         self.model_id = manifest.model_id
         self.input_size = manifest.input_size
-        self.runtime = StepRuntime(self.model, self.device, tuple(self.input_size), backend, graph, threads)
+        self.runtime = StepRuntime(self.model, self.device, self.input_size, backend, graph, threads)
 
     @classmethod
     def from_store(

@@ -75,7 +75,8 @@ class StepRuntime:
                  backend: Backend = "eager", graph: Path | None = None, threads: int | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        self.model, self.device, self.input_size = model, device, tuple(input_size)
+        self.model, self.device = model, device
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
         self.dtype = torch.float32
         self.channels_last = False
         self._step: Step = StreamStep(model).eval()

@@ -162,7 +162,7 @@ class ModelStore:
     def _export_step(model: STKDStudent, manifest: Manifest, folder: Path) -> dict[str, Any]:
         path = folder / STEP_GRAPH
         try:
-            record = export_step(model, tuple(manifest.input_size), path)
+            record = export_step(model, manifest.input_size, path)
         except StepGraphError as error:
             raise ModelStoreError(f"model {manifest.name!r}: {error}") from None
         return {"file": path.name, "sha256": sha256_of(path), **record}
