@@ -1,6 +1,6 @@
-"""CPU speed per frame of the student and its teachers: eager vs TorchScript, batch 1 and 8; params and GFLOPs.
+"""CPU speed per frame of the student and its teachers: ONNX Runtime vs TorchScript vs eager; params and GFLOPs.
 
-    python bench/model_speed.py                         # a fresh student, 352x352, 2 threads
+    python bench/model_speed.py                         # a fresh student, 352x352, 1 and 2 threads, batch 1 and 8
     python bench/model_speed.py --model vsod-student    # a model from the store
     python bench/model_speed.py --threads 4 --runs 50 --batches 1 4 8
     python bench/model_speed.py --model vsod-student --subjects student spatial temporal
@@ -10,25 +10,37 @@ Each timed call is one forward pass in the streaming steady state (a frame plus 
 state, so the inter-frame encoding is paid); ms/frame = median call time / batch. Timings move with
 whatever else runs on the machine: quote them with the JSON line's `machine` and `load_avg`.
 
+The student runs through the server's own backends (`StepRuntime` with `backend=` and `threads=`,
+torch's threads set by `torch.set_num_threads` first, as the server does): `onnxruntime` (the step
+graph: the store's when its input size is `--size`, else one exported to a temporary folder),
+`torchscript` and `eager`, each checked against the eager model at every batch before timing. Its
+configurations (mode x threads x batch) are timed in `--rounds` interleaved rounds with the modes'
+order rotating, so the machine's drift hits every mode alike; each ratio (`torchscript/onnxruntime`:
+ms per frame over the first `--modes` entry's) is the median of the per-round ratios.
+
 Teachers (`--subjects spatial temporal`, from distill.teachers: fresh weights, which do not change
-the cost): the spatial teacher's call is one frame; the temporal teacher's is its streaming cost per
-frame, i.e. encode the new frame, run both ConvGRUs over its window (the other W-1 frames' features
-are cached) and decode it, as `TemporalTeacher.stream` does. They are slow, so they take
-`--teacher-runs` calls. The JSON line gives the teachers' ms/frame as multiples of the student's.
-Adding a model: write a function returning a `Subject` and list it in `SUBJECTS`.
+the cost) have no step graph: `eager` and `torchscript` (traced per batch size, then
+`optimize_for_inference`), timed one configuration after another. The spatial teacher's call is one
+frame; the temporal teacher's is its streaming cost per frame, i.e. encode the new frame, run both
+ConvGRUs over its window (the other W-1 frames' features are cached) and decode it, as
+`TemporalTeacher.stream` does. They are slow, so they take `--teacher-runs` calls. The JSON line
+gives the teachers' ms/frame as multiples of the student's. Adding a model: write a function
+returning a `Subject` and list it in `SUBJECTS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,36 +50,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from service.model import ModelStore, stkd_student  # noqa: E402
 from service.model.complexity import count_flops, count_parameters  # noqa: E402
-from service.model.runtime import StreamStep  # noqa: E402
+from service.model.onnx_step import STEP_GRAPH, export_step  # noqa: E402
+from service.model.runtime import StepRuntime  # noqa: E402
+from service.model.step import StreamStep  # noqa: E402
+from service.model.student import STKDStudent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
+STUDENT_MODES = ("onnxruntime", "torchscript", "eager")
+TEACHER_MODES = ("eager", "torchscript")
+EXPECTED_MODE = {"onnxruntime": "onnxruntime-cpu", "torchscript": "torchscript", "eager": "eager"}
+
 
 @dataclass
 class Subject:
-    """A network to time: `module(*inputs(batch))` is one call; `network` is what FLOPs count."""
+    """A network to time: `module(*inputs(batch))` is one call; `network` is what FLOPs count.
+    A student also carries its model and the step graph ONNX Runtime runs (`graph`, `graph_source`)."""
 
     name: str
     module: nn.Module
     inputs: Callable[[int], tuple[Tensor, ...]]
     network: nn.Module
+    student: STKDStudent | None = None
+    graph: Path | None = None
+    graph_source: str = ""
+    teacher: bool = False
+    flops: Callable[[tuple[int, int]], float] | None = None
+    keep: list[object] = field(default_factory=list)  # what must outlive the subject (a temp folder)
 
 
 def student_subject(args: argparse.Namespace) -> Subject:
+    size = tuple(args.size)
+    store = ModelStore(args.store)
     if args.model:
-        student, manifest = ModelStore(args.store).load(args.model)
+        student, manifest = store.load(args.model)
         name = f"student:{manifest.model_id}"
     else:
-        student, name = stkd_student(), "student:fresh"
+        student, manifest, name = stkd_student(), None, "student:fresh"
     student.eval()
-    state_shape = student.state_shape(tuple(args.size))
+    state_shape = student.state_shape(size)
 
     def inputs(batch: int) -> tuple[Tensor, ...]:
         # The server's call: frames, the previous state, and which rows start a stream (none here).
-        return torch.rand(batch, 3, *args.size), torch.rand(batch, *state_shape), torch.zeros(batch, dtype=torch.bool)
+        return torch.rand(batch, 3, *size), torch.rand(batch, *state_shape), torch.zeros(batch, dtype=torch.bool)
 
-    return Subject(name, StreamStep(student).eval(), inputs, student)
+    subject = Subject(name, StreamStep(student).eval(), inputs, student, student=student)
+    if "onnxruntime" in args.modes:
+        if manifest is not None and manifest.step_graph and tuple(manifest.input_size) == size:
+            subject.graph, subject.graph_source = store.step_graph(args.model, manifest), "store"
+        else:  # only the batch of a step graph is dynamic: export one at the timed size
+            folder = tempfile.TemporaryDirectory(prefix="vsod-speed-")
+            subject.keep.append(folder)
+            subject.graph = Path(folder.name) / STEP_GRAPH
+            export_step(student, size, subject.graph)  # checked against eager before it returns
+            subject.graph_source = f"exported at {size[0]}x{size[1]} to a temporary folder"
+    return subject
 
 
 class TeacherLogits(nn.Module):
@@ -117,8 +155,8 @@ def teacher_subject(kind: str) -> Callable[[argparse.Namespace], Subject]:
                 return torch.rand(batch, 3, *args.size), torch.rand(batch, others, *deep_shape)
 
             subject = Subject("temporal-teacher", TemporalTeacherStep(teacher).eval(), inputs, teacher)
-        subject.flops = lambda size: model_flops(teacher, size)  # type: ignore[attr-defined]
-        subject.teacher = True  # type: ignore[attr-defined]
+        subject.flops = lambda size: model_flops(teacher, size)
+        subject.teacher = True
         return subject
 
     return build
@@ -129,16 +167,101 @@ SUBJECTS: dict[str, Callable[[argparse.Namespace], Subject]] = {
 }
 
 
-def timed_seconds(call: Callable[[], object], warmup: int, runs: int) -> tuple[float, float]:
-    """(median, best) seconds per call; the best shows what the code can do on a busy machine."""
-    for _ in range(warmup):  # oneDNN builds its kernels and the JIT profiles its graph on early calls
-        call()
+def timed_calls(call: Callable[[], object], runs: int) -> list[float]:
+    """Seconds of each of `runs` calls."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def timed_seconds(call: Callable[[], object], warmup: int, runs: int) -> tuple[float, float]:
+    """(median, best) seconds per call; the best shows what the code can do on a busy machine."""
+    for _ in range(warmup):  # oneDNN builds its kernels and the JIT profiles its graph on early calls
+        call()
+    times = timed_calls(call, runs)
     return statistics.median(times), min(times)
+
+
+def key(mode: str, batch: int, threads: int) -> str:
+    return f"{mode}_b{batch}_t{threads}"
+
+
+def base_result(subject: Subject, args: argparse.Namespace) -> dict[str, object]:
+    flops = subject.flops or (lambda size: count_flops(subject.network, size))
+    return {"params": count_parameters(subject.network), "gflops": round(flops(tuple(args.size)) / 1e9, 4),
+            "ms_per_frame": {}, "ms_per_frame_best": {}}
+
+
+def bench_student(subject: Subject, args: argparse.Namespace) -> dict[str, object]:
+    """The student through the server's backends, configurations interleaved in rounds (module doc)."""
+    assert subject.student is not None
+    result = base_result(subject, args)
+    modes = [m for m in args.modes if m in STUDENT_MODES]
+    runtimes: dict[tuple[str, int], StepRuntime] = {}
+    actual: dict[str, str] = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)  # the server sets its thread count before it builds the runtime
+        for mode in modes:
+            runtime = StepRuntime(subject.student, torch.device("cpu"), tuple(args.size), mode,  # type: ignore[arg-type]
+                                  subject.graph, threads)
+            if runtime.mode != EXPECTED_MODE[mode]:
+                print(f"warning: backend {mode} runs as {runtime.mode} (see the log above)", file=sys.stderr)
+            runtimes[mode, threads] = runtime
+            actual[mode] = runtime.mode
+    result["modes"] = actual
+    if subject.graph is not None:
+        result["step_graph"] = subject.graph_source
+    examples = {batch: subject.inputs(batch)[:2] for batch in args.batches}  # frames, previous: a steady stream
+    per_round = max(1, math.ceil(args.runs / args.rounds))
+    samples: dict[str, list[float]] = {}
+    round_ms: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for threads in args.threads:  # warm-up, and each backend checked against eager at each batch
+            torch.set_num_threads(threads)
+            for batch, example in examples.items():
+                reference = subject.student(*example).logits.sigmoid()
+                for mode in modes:
+                    runtime = runtimes[mode, threads]
+                    torch.testing.assert_close(runtime(*example)[0].sigmoid(), reference, rtol=0, atol=1e-3)
+                    for _ in range(args.warmup):
+                        runtime(*example)
+        for index in range(args.rounds):
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                for batch, example in examples.items():
+                    for mode in modes[index % len(modes):] + modes[: index % len(modes)]:  # rotate the order
+                        runtime = runtimes[mode, threads]
+                        runtime(*example)  # one untimed call: the thread count or the shape just changed
+                        times = timed_calls(lambda r=runtime, x=example: r(*x), per_round)
+                        samples.setdefault(key(mode, batch, threads), []).extend(times)
+                        round_ms.setdefault(key(mode, batch, threads), []).append(1000 * statistics.median(times) / batch)
+    timings: dict[str, float] = result["ms_per_frame"]  # type: ignore[assignment]
+    best: dict[str, float] = result["ms_per_frame_best"]  # type: ignore[assignment]
+    for name, times in samples.items():
+        batch = int(name.split("_b")[1].split("_t")[0])
+        timings[name] = round(1000 * statistics.median(times) / batch, 3)
+        best[name] = round(1000 * min(times) / batch, 3)
+    result["ratios"] = mode_ratios(round_ms, modes, args.batches, args.threads)
+    return result
+
+
+def mode_ratios(round_ms: dict[str, list[float]], modes: list[str], batches: list[int],
+                threads: list[int]) -> dict[str, dict[str, float]]:
+    """Each mode's ms/frame over the first mode's, the median of per-round ratios, per batch and threads."""
+    if len(modes) < 2:
+        return {}
+    reference = modes[0]
+    out: dict[str, dict[str, float]] = {}
+    for mode in modes[1:]:
+        out[f"{mode}/{reference}"] = {
+            f"b{b}_t{t}": round(statistics.median(
+                other / ref for other, ref in zip(round_ms[key(mode, b, t)], round_ms[key(reference, b, t)])), 3)
+            for t in threads for b in batches
+        }
+    return out
 
 
 def compiled(subject: Subject, example: tuple[Tensor, ...], mode: str) -> nn.Module:
@@ -148,41 +271,37 @@ def compiled(subject: Subject, example: tuple[Tensor, ...], mode: str) -> nn.Mod
     return torch.jit.optimize_for_inference(torch.jit.trace(subject.module, example))
 
 
-def bench_subject(subject: Subject, args: argparse.Namespace) -> dict[str, object]:
-    flops = getattr(subject, "flops", lambda size: count_flops(subject.network, size))
-    teacher = getattr(subject, "teacher", False)
-    warmup, runs = (min(args.warmup, 2), args.teacher_runs) if teacher else (args.warmup, args.runs)
-    result: dict[str, object] = {
-        "params": count_parameters(subject.network),
-        "gflops": round(flops(tuple(args.size)) / 1e9, 4),
-        "ms_per_frame": {},
-        "ms_per_frame_best": {},
-    }
+def bench_teacher(subject: Subject, args: argparse.Namespace) -> dict[str, object]:
+    """A teacher, one configuration after another: eager, and TorchScript checked against it."""
+    result = base_result(subject, args)
     timings: dict[str, float] = result["ms_per_frame"]  # type: ignore[assignment]
     best: dict[str, float] = result["ms_per_frame_best"]  # type: ignore[assignment]
+    warmup, runs = min(args.warmup, 2), args.teacher_runs
     with torch.inference_mode():
-        for mode in args.modes:
-            for batch in args.batches:
-                example = subject.inputs(batch)
-                with torch.no_grad():
-                    module = compiled(subject, example, mode)
-                if mode == "jit":  # the optimised graph must give the eager masks (BN folding moves the last bits)
-                    reference = _logits(subject.module(*example))
-                    try:
-                        optimised = _logits(module(*example))
-                    except RuntimeError as error:
-                        # oneDNN's adaptive pooling needs sizes divisible by its bins (the teachers'
-                        # pyramid pooling at 352: 11x11 into 2, 3, 6): freeze without oneDNN layouts.
-                        print(f"{subject.name}: optimize_for_inference failed ({str(error).splitlines()[-1]}); "
-                              "timing torch.jit.freeze instead", file=sys.stderr)
-                        with torch.no_grad():
-                            module = torch.jit.freeze(torch.jit.trace(subject.module, example).eval())
-                        optimised = _logits(module(*example))
-                        result["jit"] = "torch.jit.freeze (optimize_for_inference failed)"
-                    torch.testing.assert_close(optimised.sigmoid(), reference.sigmoid(), rtol=0, atol=1e-3)
-                median, fastest = timed_seconds(lambda m=module, x=example: m(*x), warmup, runs)
-                timings[f"{mode}_b{batch}"] = round(1000 * median / batch, 3)
-                best[f"{mode}_b{batch}"] = round(1000 * fastest / batch, 3)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for mode in [m for m in args.modes if m in TEACHER_MODES]:
+                for batch in args.batches:
+                    example = subject.inputs(batch)
+                    with torch.no_grad():
+                        module = compiled(subject, example, mode)
+                    if mode == "torchscript":  # the optimised graph must give the eager masks (BN folding moves the last bits)
+                        reference = _logits(subject.module(*example))
+                        try:
+                            optimised = _logits(module(*example))
+                        except RuntimeError as error:
+                            # oneDNN's adaptive pooling needs sizes divisible by its bins (the teachers'
+                            # pyramid pooling at 352: 11x11 into 2, 3, 6): freeze without oneDNN layouts.
+                            print(f"{subject.name}: optimize_for_inference failed ({str(error).splitlines()[-1]}); "
+                                  "timing torch.jit.freeze instead", file=sys.stderr)
+                            with torch.no_grad():
+                                module = torch.jit.freeze(torch.jit.trace(subject.module, example).eval())
+                            optimised = _logits(module(*example))
+                            result["torchscript"] = "torch.jit.freeze (optimize_for_inference failed)"
+                        torch.testing.assert_close(optimised.sigmoid(), reference.sigmoid(), rtol=0, atol=1e-3)
+                    median, fastest = timed_seconds(lambda m=module, x=example: m(*x), warmup, runs)
+                    timings[key(mode, batch, threads)] = round(1000 * median / batch, 3)
+                    best[key(mode, batch, threads)] = round(1000 * fastest / batch, 3)
     return result
 
 
@@ -191,7 +310,7 @@ def _logits(output: Tensor | tuple[Tensor, ...]) -> Tensor:
 
 
 def relative_to_student(results: dict[str, dict[str, object]]) -> dict[str, dict[str, float]]:
-    """Each teacher's ms/frame and GFLOPs as multiples of the student's, same mode and batch."""
+    """Each teacher's ms/frame and GFLOPs as multiples of the student's, same mode, batch and threads."""
     student = next((r for name, r in results.items() if name.startswith("student")), None)
     if student is None:
         return {}
@@ -199,21 +318,25 @@ def relative_to_student(results: dict[str, dict[str, object]]) -> dict[str, dict
     for name, result in results.items():
         if result is student:
             continue
-        ratios = {key: round(ms / student["ms_per_frame"][key], 2)  # type: ignore[index]
-                  for key, ms in result["ms_per_frame"].items() if key in student["ms_per_frame"]}  # type: ignore[union-attr, operator]
+        ratios = {k: round(ms / student["ms_per_frame"][k], 2)  # type: ignore[index]
+                  for k, ms in result["ms_per_frame"].items() if k in student["ms_per_frame"]}  # type: ignore[union-attr, operator]
         ratios["gflops"] = round(result["gflops"] / student["gflops"], 2)  # type: ignore[operator]
         out[name] = ratios
     return out
 
 
 def print_table(results: dict[str, dict[str, object]]) -> None:
-    print(f"{'model':<32} {'mode':<6} {'batch':>5} {'ms/frame':>9} {'frames/s':>9} {'best ms':>8}")
+    print(f"{'model':<32} {'mode':<12} {'threads':>7} {'batch':>5} {'ms/frame':>9} {'frames/s':>9} {'best ms':>8}")
     for name, result in results.items():
-        for key, ms in result["ms_per_frame"].items():  # type: ignore[union-attr]
-            mode, batch = key.rsplit("_b", 1)
-            fastest = result["ms_per_frame_best"][key]  # type: ignore[index]
-            print(f"{name:<32} {mode:<6} {batch:>5} {ms:>9.2f} {1000 / ms:>9.1f} {fastest:>8.2f}")
+        for k, ms in result["ms_per_frame"].items():  # type: ignore[union-attr]
+            mode, rest = k.rsplit("_b", 1)
+            batch, threads = rest.split("_t")
+            fastest = result["ms_per_frame_best"][k]  # type: ignore[index]
+            print(f"{name:<32} {mode:<12} {threads:>7} {batch:>5} {ms:>9.2f} {1000 / ms:>9.1f} {fastest:>8.2f}")
         print(f"{name:<32} params {result['params'] / 1e6:.3f} M, {result['gflops']:.3f} GFLOPs/frame")
+        for ratio, cells in result.get("ratios", {}).items():  # type: ignore[union-attr]
+            print(f"{name:<32} {ratio} ms/frame (median of rounds): "
+                  + ", ".join(f"{cell.replace('_', ' ')} {value:.2f}" for cell, value in cells.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,26 +345,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
     parser.add_argument("--subjects", nargs="+", default=["student"], choices=sorted(SUBJECTS))
     parser.add_argument("--size", type=int, nargs=2, default=[352, 352], metavar=("H", "W"))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch and ONNX Runtime threads")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--modes", nargs="+", default=["eager", "jit"], choices=["eager", "jit"])
+    parser.add_argument("--modes", nargs="+", default=list(STUDENT_MODES), choices=STUDENT_MODES,
+                        help="backends; the student's ratios are over the first (teachers: eager, torchscript)")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="timed calls per student configuration, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the student's configurations")
     parser.add_argument("--teacher-runs", type=int, default=5, help="timed calls for the (slow) teachers")
     args = parser.parse_args(argv)
+    args.rounds = max(1, min(args.rounds, args.runs))
 
-    torch.set_num_threads(args.threads)
     # Tracing notes that the attention's 1/sqrt(channels) becomes a constant: true for a fixed model.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     torch.manual_seed(0)
-    results = {}
-    for key in args.subjects:
-        subject = SUBJECTS[key](args)
-        results[subject.name] = bench_subject(subject, args)
+    results: dict[str, dict[str, object]] = {}
+    for name in args.subjects:
+        subject = SUBJECTS[name](args)
+        results[subject.name] = bench_teacher(subject, args) if subject.teacher else bench_student(subject, args)
     print_table(results)
     relative = relative_to_student(results)
     for name, ratios in relative.items():
         print(f"{name}: x student " + ", ".join(f"{k} {v:.1f}" for k, v in ratios.items()))
+    student = next((r for name, r in results.items() if name.startswith("student")), {})
     summary = {
         "bench": "model_speed",
         "device": "cpu",
@@ -249,16 +375,27 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "warmup": args.warmup,
         "runs": args.runs,
-        "statistic": "median (ms_per_frame) and min (ms_per_frame_best) over runs",
+        "rounds": args.rounds,
+        "statistic": "median (ms_per_frame) and min (ms_per_frame_best) over runs; ratios: median over rounds",
+        "ratios": student.get("ratios", {}),
         "results": results,
         "relative_to_student": relative,
         "torch": torch.__version__,
+        "onnxruntime": _onnxruntime_version(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "machine": machine(),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
     print(json.dumps(summary))
     return 0
+
+
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """One live stream end to end (JPEG in, PNG out, through a real server and Redis) vs the bare model.
 
-    python bench/stream.py --model vsod-student --threads 1   # 150 frames of vtest.avi, lockstep and 2 in flight
+    python bench/stream.py --model vsod-student --threads 1   # 100 frames of vtest.avi, lockstep and 2 in flight
     python bench/stream.py --model vsod-student --inflight 2 --frames 300
+    python bench/stream.py --model vsod-student --threads 1 --backends onnxruntime torchscript
 
 The bare model is `Predictor.step` in this process on the same decoded frames (resize in, mask
-resize out, the same optimised graph the server runs), state carried frame to frame. The stream is
+resize out, the same backend the server runs), state carried frame to frame. The stream is
 one WebSocket session on a server started here (`vsod serve`, Redis session store),
 frames sent as pre-encoded JPEG so the client costs next to nothing, masks asked for as PNG.
 `--inflight 1` is lockstep (next frame after the mask: every stage in series, a latency figure);
@@ -12,6 +13,11 @@ frames sent as pre-encoded JPEG so the client costs next to nothing, masks asked
 (the server never drops it: one may wait), so decoding, the state write-back and encoding overlap
 the model. Both run by default, one after the other on the same server, each against the same bare
 model figure; the issue's target (>= 0.8) is about a live camera, the 2-in-flight row.
+
+`--backends A B ...` (VSOD_BACKEND values; default `auto`, what a server picks by itself) builds a
+bare model and starts a server for each; every round runs each backend's bare model and server in
+turn (the order rotating), and `versus` gives each backend's ms per frame over the first's (bare
+model and each server mode: the median of per-round ratios, >1 = the first is faster).
 
 The per-frame split comes from the mask message's `timings_ms` (decode, wait, state_get, model,
 state_put, encode); transport = client round trip - (server latency + encode). Prints a table,
@@ -30,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     REDIS_URL,
+    Server,
     bare_predictor,
     delete_prefix,
     jpeg,
@@ -41,6 +48,7 @@ from common import (  # noqa: E402
     summary,
     video_frames,
 )
+from service.backends import BACKENDS  # noqa: E402  (common put the checkout on the path)
 
 SPLIT = ("decode", "wait", "state_get", "model", "state_put", "encode")
 
@@ -118,74 +126,114 @@ def _label(inflight: int) -> str:
     return "lockstep" if inflight == 1 else f"{inflight} in flight"
 
 
+def versus(rounds: dict[str, list[dict[str, object]]], backends: list[str], inflight: list[int]) -> dict[str, dict[str, float]]:
+    """Each backend's ms per frame over the first backend's (bare model, then each server mode): the
+    median over rounds of per-round ratios, so >1 means the first backend was faster."""
+    reference = backends[0]
+    out: dict[str, dict[str, float]] = {}
+    for backend in backends[1:]:
+        pairs = list(zip(rounds[backend], rounds[reference]))
+        # ms per frame is 1000 / fps: other's ms over the reference's = reference's fps over other's
+        cells = {"bare": median([float(ref["bare"]["fps"]) / float(other["bare"]["fps"]) for other, ref in pairs])}  # type: ignore[index]
+        for n in inflight:
+            cells[_label(n)] = median([float(ref["streams"][n]["fps"]) / float(other["streams"][n]["fps"])  # type: ignore[index]
+                                       for other, ref in pairs])
+        out[f"{backend}/{reference}"] = {k: round(v, 3) for k, v in cells.items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vsod-student")
     parser.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
     parser.add_argument("--frames", type=int, default=100, help="timed frames per round")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the bare model (and the server)")
-    parser.add_argument("--server-threads", type=int, help="the server's torch threads (default: --threads)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the bare model (and the server): VSOD_THREADS")
+    parser.add_argument("--server-threads", type=int, help="the server's threads (default: --threads)")
     parser.add_argument("--inflight", type=int, nargs="+", default=[1, 2],
                         help="frames the client keeps in flight, one run each (1: lockstep; default 1 2)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize the video's frames")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the sent frames")
     parser.add_argument("--redis", default=REDIS_URL, help="Redis URL for sessions ('none': in-process store)")
-    parser.add_argument("--eager", action="store_true", help="VSOD_OPTIMIZE=false, bare model eager too")
+    parser.add_argument("--backends", nargs="+", default=["auto"], choices=BACKENDS,
+                        help="VSOD_BACKEND of the bare model and a server each, alternating in every round; "
+                        "ratios are over the first (default: auto)")
+    parser.add_argument("--eager", action="store_true", help="the same as --backends eager")
     parser.add_argument("--rounds", type=int, default=5, help="bare/server rounds, interleaved (median ratio)")
     parser.add_argument("--scaled-jpeg", action="store_true", help="VSOD_SCALED_JPEG_DECODE=true on the server")
     args = parser.parse_args(argv)
+    backends: list[str] = ["eager"] if args.eager else list(dict.fromkeys(args.backends))
     server_threads = args.server_threads or args.threads
 
     frames = video_frames(args.frames + args.warmup, size=tuple(args.size) if args.size else None)
     payloads = [jpeg(frame, args.quality) for frame in frames]
-    predictor = bare_predictor(args, args.threads)
-    bench_bare(predictor, frames[: args.warmup])  # warm-up
-    codecs = codec_costs(predictor, frames[: args.warmup])
+    predictors = {b: bare_predictor(argparse.Namespace(**{**vars(args), "backend": b, "eager": False}), args.threads)
+                  for b in backends}
+    for predictor in predictors.values():
+        bench_bare(predictor, frames[: args.warmup])  # warm-up
+    codecs = codec_costs(predictors[backends[0]], frames[: args.warmup])
     prefix = redis_prefix()
-    settings: dict[str, object] = {"VSOD_MODEL": args.model, "VSOD_TORCH_THREADS": server_threads,
-                                   "VSOD_MAX_STREAM_FPS": 0, "VSOD_MAX_STREAM_PIXELS_PER_S": 0, "VSOD_OPTIMIZE": str(not args.eager).lower(),
+    settings: dict[str, object] = {"VSOD_MODEL": args.model, "VSOD_THREADS": server_threads,
+                                   "VSOD_MAX_STREAM_FPS": 0, "VSOD_MAX_STREAM_PIXELS_PER_S": 0,
                                    "VSOD_SCALED_JPEG_DECODE": str(args.scaled_jpeg).lower()}
     if args.redis != "none":
         settings.update(VSOD_REDIS_URL=args.redis, VSOD_REDIS_PREFIX=prefix)
-    server = start_server(server_env(args, server_threads), **settings)
-    rounds: list[dict[str, object]] = []
-    try:  # rounds interleave the bare model and the server, so both see the machine in the same state
-        for _ in range(args.rounds):
-            bare = bench_bare(predictor, frames[args.warmup :])
-            streams = {n: stream_frames(server.ws_url, payloads, args.warmup, n) for n in args.inflight}
-            ratios = {n: float(stream["fps"]) / bare["fps"] for n, stream in streams.items()}  # type: ignore[arg-type]
-            rounds.append({"bare": bare, "streams": streams, "ratios": ratios})
+    servers: dict[str, Server] = {}
+    rounds: dict[str, list[dict[str, object]]] = {b: [] for b in backends}
+    try:  # rounds interleave the bare model and the server, and the backends (their order rotating),
+        # so every figure in a ratio was taken within seconds of the others
+        for backend in backends:
+            servers[backend] = start_server(server_env(args, server_threads), **settings, VSOD_BACKEND=backend)
+        for index in range(args.rounds):
+            for backend in backends[index % len(backends):] + backends[: index % len(backends)]:
+                bare = bench_bare(predictors[backend], frames[args.warmup :])
+                streams = {n: stream_frames(servers[backend].ws_url, payloads, args.warmup, n) for n in args.inflight}
+                ratios = {n: float(stream["fps"]) / bare["fps"] for n, stream in streams.items()}  # type: ignore[arg-type]
+                rounds[backend].append({"bare": bare, "streams": streams, "ratios": ratios})
     finally:
-        stop_server(server)
+        for server in servers.values():
+            stop_server(server)
         if args.redis != "none":
             delete_prefix(prefix)
     height, width = frames[0].shape[:2]
-    mode = predictor.runtime.mode  # type: ignore[attr-defined]
+    modes = {b: predictors[b].runtime.mode for b in backends}  # type: ignore[attr-defined]
     print(f"one stream, {width}x{height} JPEG q{args.quality} in, PNG out, {args.threads} threads "
-          f"(server {server_threads}), model {args.model} ({mode}){', scaled JPEG decode' if args.scaled_jpeg else ''}")
-    print(f"{'round':<6} {'bare fps':>9} " + " ".join(f"{_label(n):>22}" for n in args.inflight))
-    for index, one in enumerate(rounds, 1):
-        cells = [f"{one['streams'][n]['fps']:>8.1f} fps = {one['ratios'][n]:.3f}x" for n in args.inflight]  # type: ignore[index]
-        print(f"{index:<6} {one['bare']['fps']:>9.1f} " + " ".join(f"{c:>22}" for c in cells))  # type: ignore[index]
-    medians = {n: median([one["ratios"][n] for one in rounds]) for n in args.inflight}  # type: ignore[index]
-    print("median end-to-end / bare: " + ", ".join(f"{_label(n)} {medians[n]:.3f}" for n in args.inflight)
-          + " (target >= 0.8 for a live camera: frames in flight)")
-    last = rounds[-1]["streams"]
-    for n in args.inflight:
-        stream = last[n]  # type: ignore[index]
-        print(f"per-frame split (last round), {_label(n)}, median ms: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in stream["split_ms"].items())
-              + f"; round trip p50 {stream['rtt_ms_p50']:.2f}, dropped {stream['dropped']}")
+          f"(server {server_threads}), model {args.model}{', scaled JPEG decode' if args.scaled_jpeg else ''}")
+    by_backend: dict[str, dict[str, object]] = {}
+    for backend in backends:
+        print(f"backend {backend} ({modes[backend]})")
+        print(f"{'round':<6} {'bare fps':>9} " + " ".join(f"{_label(n):>22}" for n in args.inflight))
+        for index, one in enumerate(rounds[backend], 1):
+            cells = [f"{one['streams'][n]['fps']:>8.1f} fps = {one['ratios'][n]:.3f}x" for n in args.inflight]  # type: ignore[index]
+            print(f"{index:<6} {one['bare']['fps']:>9.1f} " + " ".join(f"{c:>22}" for c in cells))  # type: ignore[index]
+        medians = {n: median([one["ratios"][n] for one in rounds[backend]]) for n in args.inflight}  # type: ignore[index]
+        print("median end-to-end / bare: " + ", ".join(f"{_label(n)} {medians[n]:.3f}" for n in args.inflight)
+              + " (target >= 0.8 for a live camera: frames in flight)")
+        last = rounds[backend][-1]["streams"]
+        for n in args.inflight:
+            stream = last[n]  # type: ignore[index]
+            print(f"per-frame split (last round), {_label(n)}, median ms: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in stream["split_ms"].items())
+                  + f"; round trip p50 {stream['rtt_ms_p50']:.2f}, dropped {stream['dropped']}")
+        by_backend[backend] = {
+            "mode": modes[backend],
+            "rounds": json.loads(json.dumps([{"bare": r["bare"], "streams": {str(k): v for k, v in r["streams"].items()},  # type: ignore[attr-defined]
+                                              "ratios": {str(k): round(v, 3) for k, v in r["ratios"].items()}}  # type: ignore[attr-defined]
+                                             for r in rounds[backend]], default=float)),
+            "ratios": {str(k): round(v, 3) for k, v in medians.items()},
+        }
+    compared = versus(rounds, backends, args.inflight)
+    for name, cells in compared.items():
+        print(f"{name} ms per frame (median of rounds): " + ", ".join(f"{k} {v:.3f}" for k, v in cells.items()))
+    last = rounds[backends[0]][-1]["streams"]
     print(f"mask {last[args.inflight[0]]['mask_bytes'] / 1024:.1f} KiB; alone in this process: "  # type: ignore[index]
           f"decode {codecs['decode_ms']:.2f} ms, PNG encode {codecs['encode_ms']:.2f} ms")
-    results = {"model": args.model, "mode": mode, "frame_size": [height, width], "threads": args.threads,
-               "server_threads": server_threads, "frames": args.frames, "scaled_jpeg": args.scaled_jpeg,
-               "codecs": {k: round(v, 3) for k, v in codecs.items()},
-               "rounds": json.loads(json.dumps([{"bare": r["bare"], "streams": {str(k): v for k, v in r["streams"].items()},  # type: ignore[attr-defined]
-                                                 "ratios": {str(k): round(v, 3) for k, v in r["ratios"].items()}}  # type: ignore[attr-defined]
-                                                for r in rounds], default=float)),
-               "ratios": {str(k): round(v, 3) for k, v in medians.items()}, "target": 0.8}
+    first = by_backend[backends[0]]
+    results = {"model": args.model, "backends": backends, "mode": first["mode"], "frame_size": [height, width],
+               "threads": args.threads, "server_threads": server_threads, "frames": args.frames,
+               "scaled_jpeg": args.scaled_jpeg, "codecs": {k: round(v, 3) for k, v in codecs.items()},
+               "rounds": first["rounds"], "ratios": first["ratios"], "target": 0.8,
+               "by_backend": by_backend, "versus": compared}
     print(summary("stream", args, results, argv))
     return 0
 
