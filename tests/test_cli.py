@@ -312,9 +312,10 @@ def test_bench_model_speed_runs_and_ends_with_json(model_store_env: dict[str, st
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["threads"] == 1 and summary["input"] == [64, 64]
+    assert summary["threads"] == [1] and summary["input"] == [64, 64]
     [(name, numbers)] = summary["results"].items()
     assert name.startswith(f"student:{TEST_MODEL}@")
-    assert set(numbers["ms_per_frame"]) == {"eager_b2", "jit_b2"}
+    assert set(numbers["ms_per_frame"]) == {"onnxruntime_b2_t1", "torchscript_b2_t1", "eager_b2_t1"}
+    assert set(summary["ratios"]) == {"torchscript/onnxruntime", "eager/onnxruntime"}
     assert all(ms > 0 for ms in numbers["ms_per_frame"].values())
     assert numbers["params"] > 0 and numbers["gflops"] > 0

@@ -211,3 +211,19 @@ def test_bad_limit_settings_fail_on_one_line(model_store_env: dict[str, str]) ->
     for name in ("VSOD_PORT", "VSOD_MAX_FRAME_SIDE", "VSOD_MAX_STREAM_FPS"):
         assert name in done.stderr
     assert "secret-key" not in done.stderr
+
+
+@pytest.mark.parametrize(("old", "new"), [("VSOD_TORCH_THREADS", "VSOD_THREADS"), ("VSOD_OPTIMIZE", "VSOD_BACKEND")])
+def test_a_renamed_setting_is_refused_with_its_new_name(old: str, new: str, model_store_env: dict[str, str]) -> None:
+    """An old deployment's variable would otherwise be ignored without a word: one line, exit 1."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers import REPO
+
+    env = {**os.environ, **model_store_env, old: "1"}
+    done = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "0"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"{old} is no longer read: use {new}" in done.stderr

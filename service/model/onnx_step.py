@@ -1,7 +1,7 @@
 """The streaming step as an ONNX graph with explicit state, and ONNX Runtime running it.
 
     record = export_step(model, input_size, folder / STEP_GRAPH)   # at export: write, check, describe
-    step = OnnxStep(folder / STEP_GRAPH, device, threads=2)          # in the server
+    step = OnnxStep(folder / STEP_GRAPH, device, rows, threads=2)    # in the server (rows: input shapes)
     logits, state = step(frames, previous, fresh)                    # torch tensors in and out
 
 The graph is `StreamStep` (runtime.py) exported with `torch.onnx.export` at opset 17: inputs
@@ -56,7 +56,7 @@ def export_step(model: STKDStudent, input_size: tuple[int, int], path: Path) -> 
             StreamStep(model).eval(), example, str(path), input_names=list(INPUTS), output_names=list(OUTPUTS),
             dynamic_axes={name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}, opset_version=OPSET, dynamo=False,
         )
-    graph = OnnxStep(path, torch.device("cpu"), threads=1)
+    graph = OnnxStep(path, torch.device("cpu"), {}, threads=1)
     error = step_disagreement(graph, StreamStep(model).eval(), model, input_size)
     if error > TOLERANCE:
         path.unlink(missing_ok=True)
@@ -70,9 +70,13 @@ def export_step(model: STKDStudent, input_size: tuple[int, int], path: Path) -> 
     }
 
 
-def _providers(device: torch.device) -> list[str | tuple[str, dict[str, Any]]]:
-    """CPU: the CPU provider. CUDA: TensorRT first where its library is installed (float16, engines
-    cached so only the first start builds them), then CUDA, on the predictor's GPU."""
+MAX_BATCH = 64  # the largest batch TensorRT builds its engine for (the engine batches 8 by default)
+
+
+def _providers(device: torch.device, rows: dict[str, tuple[int, ...]]) -> list[str | tuple[str, dict[str, Any]]]:
+    """CPU: the CPU provider. CUDA: TensorRT first where its library is installed (float16, one
+    engine for every batch size up to MAX_BATCH, cached so only the first start builds it), then CUDA,
+    on the predictor's GPU. `rows` are the inputs' shapes without the batch dimension."""
     if device.type != "cuda":
         return ["CPUExecutionProvider"]
     available = onnxruntime.get_available_providers()
@@ -82,10 +86,16 @@ def _providers(device: torch.device) -> list[str | tuple[str, dict[str, Any]]]:
     providers: list[str | tuple[str, dict[str, Any]]] = []
     # onnxruntime-gpu lists TensorRT whether or not TensorRT itself is installed: look for its library.
     if "TensorrtExecutionProvider" in available and ctypes.util.find_library("nvinfer"):
-        cache = Path(tempfile.gettempdir()) / "vsod-tensorrt"
-        providers.append(("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True,
-                                                        "trt_engine_cache_enable": True,
-                                                        "trt_engine_cache_path": str(cache)}))
+        def profile(batch: int) -> str:
+            return ",".join(f"{name}:{'x'.join(map(str, (batch, *shape)))}" for name, shape in rows.items())
+
+        providers.append(("TensorrtExecutionProvider", {
+            "device_id": index, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "vsod-tensorrt"),
+            # Without explicit profiles TensorRT rebuilds its engine each time a larger batch appears.
+            "trt_profile_min_shapes": profile(1), "trt_profile_opt_shapes": profile(8),
+            "trt_profile_max_shapes": profile(MAX_BATCH),
+        }))
     return [*providers, ("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
@@ -94,10 +104,12 @@ class OnnxStep:
 
     On CPU the tensors cross as numpy views (no copies). On CUDA, IO binding hands ONNX Runtime the
     torch tensors' device memory, so frames and state never leave the GPU (UNTESTED here: no GPU;
-    bench/gpu_check.sh runs it). The store verifies the file against its manifest before this opens it.
+    bench/gpu_check.sh runs it). `rows` gives each input's shape without the batch dimension. The
+    store verifies the file against its manifest before this opens it.
     """
 
-    def __init__(self, path: Path, device: torch.device, threads: int | None = None) -> None:
+    def __init__(self, path: Path, device: torch.device, rows: dict[str, tuple[int, ...]],
+                 threads: int | None = None) -> None:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers and the like are noise here
         if threads:
@@ -108,8 +120,12 @@ class OnnxStep:
         if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.device = device
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=_providers(device))
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=_providers(device, rows))
         self.provider = self.session.get_providers()[0]
+        if device.type == "cuda" and self.provider not in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
+            # ONNX Runtime falls back to the CPU when CUDA's libraries fail to load; IO binding of
+            # device memory would then hand a CPU session GPU pointers.
+            raise StepGraphError("ONNX Runtime could not start its CUDA provider (are CUDA and cuDNN installed?)")
 
     def __call__(self, frames: Tensor, previous: Tensor, fresh: Tensor) -> tuple[Tensor, Tensor]:
         if self.device.type == "cuda":
@@ -120,19 +136,21 @@ class OnnxStep:
 
     def _bound(self, frames: Tensor, previous: Tensor, fresh: Tensor) -> tuple[Tensor, Tensor]:
         """CUDA: inputs and outputs bound to torch's device buffers (IO binding)."""
-        batch = frames.shape[0]
-        logits = torch.empty((batch, 1, *frames.shape[-2:]), dtype=torch.float32, device=frames.device)
-        state = torch.empty(previous.shape, dtype=torch.float32, device=frames.device)
+        inputs = {"frames": frames.float().contiguous(), "previous": previous.float().contiguous(),
+                  "fresh": fresh.contiguous()}  # held here until the run is over
+        outputs = {"logits": torch.empty((frames.shape[0], 1, *frames.shape[-2:]), device=frames.device),
+                   "state": torch.empty(previous.shape, device=frames.device)}
         binding = self.session.io_binding()
         index = frames.device.index or 0
-        for name, tensor, kind in (("frames", frames.float().contiguous(), np.float32),
-                                   ("previous", previous.float().contiguous(), np.float32),
-                                   ("fresh", fresh.contiguous(), np.bool_)):
+        for name, tensor in inputs.items():
+            kind = np.bool_ if tensor.dtype == torch.bool else np.float32
             binding.bind_input(name, "cuda", index, kind, list(tensor.shape), tensor.data_ptr())
-        for name, tensor in (("logits", logits), ("state", state)):
+        for name, tensor in outputs.items():
             binding.bind_output(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
+        # ONNX Runtime works on its own CUDA stream: what torch queued (these inputs) must be done first.
+        torch.cuda.current_stream(frames.device).synchronize()
         self.session.run_with_iobinding(binding)
-        return logits, state
+        return outputs["logits"], outputs["state"]
 
 
 def _numpy(tensor: Tensor) -> np.ndarray:

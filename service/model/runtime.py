@@ -10,17 +10,19 @@ state out. The backends (`VSOD_BACKEND`):
 - `onnxruntime`: the step graph exported beside the weights (onnx_step.py), in ONNX Runtime: its
   CPU provider with the server's thread count, or its TensorRT/CUDA providers with IO binding.
 - `torchscript`: on CPU the step traced with *every* input present (previous state and a `fresh` row
-  mask) and frozen by `torch.jit.optimize_for_inference` (batch norm folded, oneDNN layouts); on CUDA
-  the weights in float16 and channels_last (tensor cores), the state handed back as float32.
+  mask) and frozen by `torch.jit.optimize_for_inference` (batch norm folded, oneDNN layouts). On CUDA
+  torch's optimised path is not a TorchScript graph but the module in float16 and channels_last
+  (tensor cores), the state handed back as float32: mode `cuda-fp16`.
 - `auto`: on CPU, `onnxruntime` when the model has an exported graph, else `torchscript`: ONNX
   Runtime ran the step fastest on the development CPU (bench/model_speed.py, bench/RESULTS.md). On
   CUDA, `torchscript` (float16) until bench/gpu_check.sh has measured ONNX Runtime's providers there.
 
 A batch of first frames is fed to the graphs as zeros with every row fresh, which the model resolves
 with `torch.where` to exactly what `previous=None` computes, so one graph serves first frames, mixed
-batches and steady streams at any batch size. The traced TorchScript graph is checked against eager
-at start-up (`step_disagreement`) and falls back to eager, with a warning, if it disagrees or cannot
-be traced; the ONNX graph was checked when it was exported, and its hash is checked at load.
+batches and steady streams at any batch size. The traced TorchScript graph (1e-3 in probability) and
+the float16 copy (1e-2) are checked against eager at start-up (`step_disagreement`) and fall back to
+eager, with a warning, if they disagree or cannot be built; the ONNX graph was checked (1e-3, on the
+CPU) when it was exported, and its hash is checked at load.
 
 No bfloat16 anywhere: on CPUs without native bf16 it is far slower than float32 (bench/RESULTS.md).
 """
@@ -36,7 +38,7 @@ from torch import Tensor
 
 from ..backends import BACKENDS, Backend
 from .onnx_step import OnnxStep
-from .step import TOLERANCE, Step, StreamStep, full_inputs, step_disagreement
+from .step import HALF_TOLERANCE, TOLERANCE, Step, StreamStep, full_inputs, step_disagreement
 from .student import STKDStudent
 
 log = logging.getLogger("vsod.runtime")
@@ -86,7 +88,8 @@ class StepRuntime:
             if graph is None:
                 raise RuntimeError("backend onnxruntime needs the model's exported step graph "
                                    "(vsod-train export writes it; vsod-train export-graph NAME adds it to a stored model)")
-            step = OnnxStep(graph, device, threads)
+            rows = {"frames": (3, *self.input_size), "previous": model.state_shape(self.input_size), "fresh": ()}
+            step = OnnxStep(graph, device, rows, threads)
             self._step, self.mode = step, f"onnxruntime-{step.provider.removesuffix('ExecutionProvider').lower()}"
         elif self.backend == "torchscript" and device.type == "cuda":
             self._cuda_fp16()
@@ -97,8 +100,18 @@ class StepRuntime:
         # A separate half copy: the Predictor's float32 model stays the reference (clips, tests).
         half = STKDStudent(self.model.config).to(self.device)
         half.load_state_dict(self.model.state_dict())
-        half = half.eval().half().to(memory_format=torch.channels_last)
-        self._step, self.dtype, self.channels_last, self.mode = StreamStep(half).eval(), torch.float16, True, "cuda-fp16"
+        half = half.eval().half().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        step = StreamStep(half).eval()
+
+        def half_step(frames: Tensor, previous: Tensor, fresh: Tensor) -> tuple[Tensor, Tensor]:
+            return step(frames.half().contiguous(memory_format=torch.channels_last), previous.half(), fresh)
+
+        error = step_disagreement(half_step, self._step, self.model, self.input_size, device=self.device)
+        if error > HALF_TOLERANCE:
+            log.warning("float16 differs from float32 by %.2e in probability: running eager float32", error)
+            self.backend = "eager"
+            return
+        self._step, self.dtype, self.channels_last, self.mode = step, torch.float16, True, "cuda-fp16"
 
     def _cpu_graph(self) -> None:
         try:
