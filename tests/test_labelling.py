@@ -139,3 +139,56 @@ def test_label_refuses_another_teachers_folder(stand_in_teacher: Path, tmp_path:
     cv2.imwrite(str(image), np.full((40, 60, 3), 200, np.uint8))
     with pytest.raises(ValueError, match="another teacher"):
         label_sources([image], out)
+
+
+def upsampling_graph(path: Path) -> None:
+    """ISNet's pattern in small: pool to half, then `Resize` to a size the export fixed (1024, concatenated
+    to the input's batch and channels), then a 1x1 conv to one channel and a sigmoid."""
+    shape = [1, 3, isnet.INPUT_SIZE, isnet.INPUT_SIZE]
+    nodes = [
+        helper.make_node("MaxPool", ["input"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Shape", ["input"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "two"], ["batch_channels"]),
+        helper.make_node("Constant", [], ["fixed"], value=helper.make_tensor("v", TensorProto.INT64, [2], [1024, 1024])),
+        helper.make_node("Concat", ["batch_channels", "fixed"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["pooled", "", "", "sizes"], ["upsampled"], mode="linear"),
+        helper.make_node("Conv", ["upsampled", "w", "b"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["output"]),
+    ]
+    initializers = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]), helper.make_tensor("two", TensorProto.INT64, [1], [2]),
+                    helper.make_tensor("w", TensorProto.FLOAT, [1, 3, 1, 1], [8.0 / 3] * 3),
+                    helper.make_tensor("b", TensorProto.FLOAT, [1], [-0.8])]
+    graph = helper.make_graph(nodes, "upsampling", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, *shape[2:]])], initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_the_teacher_runs_at_other_sizes_once_its_fixed_upsampling_becomes_scales(tmp_path: Path) -> None:
+    """As exported, the graph's upsampling always makes 1024x1024, whatever comes in; rewritten, it makes
+    twice what the pooling left, so a 512 input gives a 512 map, and at 1024 nothing changes."""
+    import onnxruntime
+
+    path = tmp_path / "upsampling.onnx"
+    upsampling_graph(path)
+    original = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rewritten = onnxruntime.InferenceSession(isnet.any_size_graph(path), providers=["CPUExecutionProvider"])
+    big = np.random.default_rng(0).random((1, 3, 1024, 1024), np.float32) - 0.5
+    assert np.array_equal(original.run(None, {"input": big})[0], rewritten.run(None, {"input": big})[0])
+    small = np.ascontiguousarray(big[:, :, ::2, ::2])
+    with pytest.raises(Exception):  # the fixed 1024 output no longer matches what the graph declares
+        original.run(None, {"input": small})
+    (saliency,) = rewritten.run(None, {"input": small})
+    assert saliency.shape == (1, 1, 512, 512) and 0 < saliency.min() < saliency.max() < 1
+
+
+def test_labels_at_one_teacher_size_are_not_mixed_with_another(stand_in_teacher: Path, tmp_path: Path) -> None:
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.full((40, 60, 3), 200, np.uint8))
+    out = tmp_path / "labelled"
+    assert label_sources([image], out, progress=False, teacher_size=512) == {"photo": 1}
+    assert json.loads((out / "labels.json").read_text())["teacher"]["input_size"] == 512
+    with pytest.raises(ValueError, match="another teacher .* at 512"):
+        label_sources([image], out, progress=False)
+    result = run_cli("label", str(image), "--out", str(tmp_path / "other"), "--teacher-size", "100",
+                     env={"VSOD_TEACHER_CACHE": str(stand_in_teacher.parent)})
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "multiple of 64" in result.stderr, result.stderr

@@ -8,11 +8,14 @@ and its ThirdPartyLicenses.json says the ISNET model (xuebinqin/DIS) is MIT: bot
 report that names this teacher (`PROVENANCE`), and nothing of it is committed or baked into an image.
 
 Why ONNX Runtime and not a PyTorch port: the weights exist only as this graph (the small variant is
-dynamically quantised), the graph runs at 1024x1024 only, and onnxruntime's CUDA provider labels on a
-GPU without a second implementation to keep in agreement.
+dynamically quantised), and onnxruntime's CUDA provider labels on a GPU without a second
+implementation to keep in agreement.
 
 Interface of the graph: input `input`, 1x3x1024x1024 float32, RGB/255 - 0.5; output `output`,
-1x1x1024x1024 saliency in [0, 1].
+1x1x1024x1024 saliency in [0, 1]. The export baked the 1024 input's sizes into its 39 upsampling
+(`Resize`) nodes, so the graph as shipped runs at 1024 only. `any_size_graph` rewrites each of them,
+in memory, into the scale factor it stands for (2x to 64x), which lets the same weights run at any
+multiple of 64: faster, at the cost of small objects (bench/teacher_sizes.py, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from typing import Any
 
 import cv2
 import numpy as np
+import onnx
 import onnxruntime
+from onnx import numpy_helper
 
 from service.model.store import sha256_of
 
 PACKAGE = "@imgly/background-removal-data"
 PACKAGE_VERSION = "1.4.5"
-INPUT_SIZE = 1024
+INPUT_SIZE = 1024  # what the graph was exported at, and the default
+SIZE_MULTIPLE = 64  # every pooling level of the network must halve evenly: 2 (stem) x 2**5 (stages)
 
 # sha256 of the joined ONNX model of each variant in PACKAGE_VERSION.
 VARIANTS: dict[str, str] = {
@@ -133,10 +139,49 @@ def fetch_isnet(variant: str = DEFAULT_VARIANT, root: Path | None = None, force:
     return path
 
 
-def describe(variant: str = DEFAULT_VARIANT) -> dict[str, Any]:
+def describe(variant: str = DEFAULT_VARIANT, input_size: int = INPUT_SIZE) -> dict[str, Any]:
     """The teacher as the lineage and reports record it."""
     _check_variant(variant)
-    return {"name": "isnet", "variant": variant, "sha256": VARIANTS[variant], "input_size": INPUT_SIZE, **PROVENANCE}
+    _check_size(input_size)
+    return {"name": "isnet", "variant": variant, "sha256": VARIANTS[variant], "input_size": input_size, **PROVENANCE}
+
+
+def _check_size(size: int) -> None:
+    if size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
+        raise ValueError(f"the teacher's input size must be a positive multiple of {SIZE_MULTIPLE}, got {size}")
+
+
+def any_size_graph(path: Path) -> bytes:
+    """The graph at `path` with its input's height and width left open: every `Resize` whose output
+    size the export fixed (a constant height and width concatenated to the input's batch and
+    channels) becomes the scale factor that size was of its input at 1024 (found by shape inference)."""
+    model = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
+              for info in (*inferred.graph.value_info, *inferred.graph.input)}
+    producer = {output: node for node in model.graph.node for output in node.output}
+    constants = {node.output[0]: numpy_helper.to_array(node.attribute[0].t)
+                 for node in model.graph.node if node.op_type == "Constant" and node.attribute}
+    constants.update({init.name: numpy_helper.to_array(init) for init in model.graph.initializer})
+    for index, node in enumerate(n for n in model.graph.node if n.op_type == "Resize"):
+        if len(node.input) < 4 or node.input[3] not in producer:
+            continue  # already by scale factor: runs at any size as it is
+        fixed = [constants[i] for i in producer[node.input[3]].input if i in constants and constants[i].size == 2]
+        source = node.input[0]
+        before = shapes.get(source)
+        if len(fixed) != 1 or not before or len(before) != 4 or 0 in before[2:]:
+            raise TeacherUnavailableError(f"cannot open ISNet to other input sizes: {node.name} is not as expected")
+        height, width = (float(v) for v in fixed[0])
+        name = f"vsod_any_size_scales_{index}"
+        model.graph.initializer.append(
+            numpy_helper.from_array(np.array([1, 1, height / before[2], width / before[3]], np.float32), name))
+        del node.input[:]
+        node.input.extend([source, "", name])  # Resize(X, roi, scales): the sizes input dropped
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del model.graph.value_info[:]  # the 1024 shapes of the intermediates no longer hold
+    return model.SerializeToString()
 
 
 @dataclass
@@ -145,10 +190,11 @@ class IsnetTeacher:
 
     session: Any
     variant: str
+    input_size: int = INPUT_SIZE
 
     def predict(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
-        square = cv2.resize(frame, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
+        square = cv2.resize(frame, (self.input_size, self.input_size), interpolation=cv2.INTER_LINEAR)
         tensor = (square.astype(np.float32) / 255.0 - 0.5).transpose(2, 0, 1)[None]
         (saliency,) = self.session.run(["output"], {"input": np.ascontiguousarray(tensor)})
         saliency = np.clip(saliency[0, 0].astype(np.float32), 0.0, 1.0)
@@ -156,8 +202,10 @@ class IsnetTeacher:
 
 
 def load_isnet(variant: str = DEFAULT_VARIANT, device: str = "cpu", threads: int | None = None,
-               root: Path | None = None) -> IsnetTeacher:
-    """The cached teacher in an ONNX Runtime session; `device` "cpu" or "cuda" (onnxruntime-gpu)."""
+               root: Path | None = None, input_size: int = INPUT_SIZE) -> IsnetTeacher:
+    """The cached teacher in an ONNX Runtime session; `device` "cpu" or "cuda" (onnxruntime-gpu);
+    `input_size` other than 1024 runs the verified graph opened to any size (`any_size_graph`)."""
+    _check_size(input_size)
     path = model_path(variant, root)
     if not path.is_file():
         raise TeacherUnavailableError(
@@ -173,4 +221,5 @@ def load_isnet(variant: str = DEFAULT_VARIANT, device: str = "cpu", threads: int
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    return IsnetTeacher(onnxruntime.InferenceSession(str(path), options, providers=providers), variant)
+    graph: str | bytes = str(path) if input_size == INPUT_SIZE else any_size_graph(path)
+    return IsnetTeacher(onnxruntime.InferenceSession(graph, options, providers=providers), variant, input_size)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from distill.data.synthetic import SPLIT_PATTERN, merge_image_set
 from service.video import MediaSource, VideoError, open_media, write_atomic
 
-from .isnet import DEFAULT_VARIANT, VARIANTS, describe, fetch_isnet, load_isnet
+from .isnet import DEFAULT_VARIANT, INPUT_SIZE, VARIANTS, describe, fetch_isnet, load_isnet
 
 LABELS_FORMAT = "vsod-labels/1"
 RESOLUTION = "480p"
@@ -81,8 +81,9 @@ def _selected_count(media: MediaSource, start: int, stride: int, max_frames: int
 
 def label_sources(sources: list[Path], out: Path, teacher: str = "isnet", variant: str = DEFAULT_VARIANT,
                   start: int = 0, stride: int = 1, max_frames: int | None = None, split: str = "train", device: str = "cpu",
-                  threads: int | None = None, progress: bool = True) -> dict[str, int]:
-    """Label every selected frame of `sources` into `out`; returns frames labelled per sequence (new ones)."""
+                  threads: int | None = None, progress: bool = True, teacher_size: int = INPUT_SIZE) -> dict[str, int]:
+    """Label every selected frame of `sources` into `out`; returns frames labelled per sequence (new ones).
+    `teacher_size` is the teacher's input size; labels made at one size are never mixed with another's."""
     if teacher not in TEACHERS:
         raise ValueError(f"unknown teacher {teacher!r} (choose from {', '.join(TEACHERS)})")
     if start < 0:
@@ -105,11 +106,12 @@ def label_sources(sources: list[Path], out: Path, teacher: str = "isnet", varian
     out.mkdir(parents=True, exist_ok=True)
     sidecar_path = out / "labels.json"
     sidecar = _read_sidecar(sidecar_path)
-    wanted = describe(variant)
-    if sidecar["teacher"] is not None and sidecar["teacher"].get("sha256") != wanted["sha256"]:
-        raise ValueError(f"the output folder holds labels from another teacher ({sidecar['teacher'].get('variant')}); "
-                         "use a new --out")
-    model = load_isnet(variant, device=device, threads=threads)
+    wanted = describe(variant, teacher_size)
+    held = sidecar["teacher"]
+    if held is not None and (held.get("sha256"), held.get("input_size")) != (wanted["sha256"], teacher_size):
+        raise ValueError(f"the output folder holds labels from another teacher ({held.get('variant')} at "
+                         f"{held.get('input_size')}); use a new --out")
+    model = load_isnet(variant, device=device, threads=threads, input_size=teacher_size)
     sidecar["teacher"] = wanted
 
     written: dict[str, int] = {}
@@ -187,6 +189,10 @@ def add_label_commands(commands: argparse._SubParsersAction) -> None:
     label.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="cuda: ONNX Runtime's CUDA provider (onnxruntime-gpu), minutes for thousands of frames")
     label.add_argument("--threads", type=int, default=None, help="CPU threads for the teacher (default: all)")
+    label.add_argument("--teacher-size", type=int, default=INPUT_SIZE,
+                       help="the teacher's input size, a multiple of 64 (default 1024, as exported; smaller is "
+                            "faster, 768 about 1.7x and 512 about 3.6x on a CPU, but loses small objects: "
+                            "bench/RESULTS.md)")
     label.set_defaults(func=run_label)
 
 
@@ -198,6 +204,6 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 def run_label(args: argparse.Namespace) -> int:
     written = label_sources(args.sources, args.out, args.teacher, args.variant, args.start, args.stride, args.max_frames,
-                            args.split, args.device, args.threads)
+                            args.split, args.device, args.threads, teacher_size=args.teacher_size)
     print(f"labelled {sum(written.values())} new frames in {len(written)} sequences under {args.out}")
     return 0
