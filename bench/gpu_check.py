@@ -57,6 +57,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from tests.devices import float32_exact  # noqa: E402
 SHIPPED = "vsod-student"
 EXPORTED = "vsod-student-gpu-check"
 CUDA_MODES = {"eager": "eager", "torchscript": "cuda-fp16", "onnxruntime-cuda": "onnxruntime-cuda",
@@ -90,19 +92,6 @@ def cuda_provider_only() -> Iterator[None]:
     with mock.patch.object(onnxruntime, "get_available_providers",
                            lambda: [p for p in available if p != "TensorrtExecutionProvider"]):
         yield
-
-
-@contextmanager
-def float32_exact() -> Iterator[None]:
-    """TF32 off for convolutions and matmuls (cuDNN uses it for float32 on Ampere and later by default)."""
-    import torch
-
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def sample_frames(count: int, size: tuple[int, int] = (576, 768)) -> tuple[list[Any], str]:

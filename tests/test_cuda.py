@@ -13,8 +13,6 @@ float32 eager model on CUDA (TF32 off) against the CPU at the CPU backends' 1e-3
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from service.model.processing import frames_to_tensor
 from service.model.runtime import StepRuntime
 
 from .conftest import TEST_MODEL
+from .devices import float32_exact
 from .servers import moving_square_frames
 
 pytestmark = [
@@ -86,17 +85,6 @@ def assert_agrees(logits: Tensor, reference: Tensor, tolerance: float) -> None:
     levels = ((p * 255).round() - (q * 255).round()).abs()
     stray = float((levels > 1).float().mean())
     assert error <= tolerance and stray <= STRAY_SHARE, f"max probability error {error:.2e}, stray pixels {stray:.2e}"
-
-
-@contextmanager
-def float32_exact() -> Iterator[None]:
-    """TF32 off for convolutions and matmuls (on by default for cuDNN on Ampere and later)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.mark.parametrize("backend_on_cuda", BACKENDS, indirect=True)
