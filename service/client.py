@@ -83,7 +83,7 @@ class VsodClient:
 
     # -- service ---------------------------------------------------------------------------------
     def ready(self) -> dict[str, Any]:
-        """/readyz: model id, device, cache backend (VsodHTTPError 503 with the reason when not ready)."""
+        """/readyz: model id, device, inference backend, cache (VsodHTTPError 503 with the reason when not ready)."""
         return self._request("GET", "/readyz").json()
 
     def models(self) -> dict[str, Any]:

@@ -108,7 +108,7 @@ class Engine:
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._arrived = asyncio.Event()
-        if self.predictor.runtime.mode != "eager":  # the optimised graph specialises per batch size
+        if self.predictor.backend != "eager":  # optimised graphs specialise per batch size
             await self._in_thread(self.predictor.runtime.warmup, range(1, self.batch_size + 1))
         self._task = asyncio.create_task(self._run(), name="vsod-engine")
 

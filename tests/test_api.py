@@ -48,7 +48,8 @@ def predictor(model_store) -> Predictor:  # type: ignore[no-untyped-def]
 def test_health_ready_and_models(server: Server, client: httpx.Client, predictor: Predictor) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready == {"status": "ready", "model": predictor.model_id, "device": "cpu", "cache": "memory"}
+    assert ready == {"status": "ready", "model": predictor.model_id, "device": "cpu", "backend": "onnxruntime-cpu",
+                     "cache": "memory"}  # VSOD_BACKEND=auto on a CPU, with the model's exported graph
     response = client.get("/v1/models")
     models = response.json()
     assert models["loaded"] == predictor.model_id and models["device"] == "cpu"

@@ -115,7 +115,7 @@ async def start_services(settings: Settings, metrics: Metrics, startup: Startup)
     live = LiveSessions(session_store, predictor.model_id, predictor.input_size, metrics, settings.scaled_jpeg_decode,
                         settings.max_frame_side, settings.max_stream_pixels_per_s)
     engine = Engine(predictor, live, metrics, settings.batch_size, settings.batch_wait_ms, infer)
-    startup.enter(f"warming up {predictor.model_id} on {predictor.device} ({predictor.runtime.mode}, "
+    startup.enter(f"warming up {predictor.model_id} on {predictor.device} ({predictor.backend}, "
                   f"{torch.get_num_threads()} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}) "
                   f"at batch sizes 1-{settings.batch_size}")
     await engine.start()  # StepRuntime.warmup at every batch size the engine forms, on the model's thread

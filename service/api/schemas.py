@@ -22,6 +22,8 @@ class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     model: str = Field(examples=["vsod-student@3f2a9c1b7d0e"])
     device: str = Field(examples=["cpu"])
+    backend: str = Field(examples=["onnxruntime-cpu"], description="What runs live streams (VSOD_BACKEND as "
+                         "resolved): eager, torchscript, cuda-fp16 or onnxruntime-<provider>")
     cache: Literal["redis", "memory"] = Field(examples=["redis"])
 
 

@@ -51,6 +51,11 @@ class Predictor:
         self.input_size = manifest.input_size
         self.runtime = StepRuntime(self.model, self.device, self.input_size, backend, graph, threads)
 
+    @property
+    def backend(self) -> str:
+        """What runs stream steps: eager, torchscript, cuda-fp16 or onnxruntime-<provider>."""
+        return self.runtime.mode
+
     @classmethod
     def from_store(
         cls, name: str, store: ModelStore | None = None, device: str | None = None, backend: Backend = "eager",

@@ -35,7 +35,8 @@ async def readyz(request: Request) -> Ready | JSONResponse:
     except Exception as error:  # any failure to reach the store means: do not send traffic here
         reason = str(error) or type(error).__name__
         return problem(503, f"session store ({svc.live.backend}) unreachable: {reason}")
-    return Ready(model=svc.predictor.model_id, device=str(svc.predictor.device), cache=svc.live.backend)  # type: ignore[arg-type]
+    return Ready(model=svc.predictor.model_id, device=str(svc.predictor.device), backend=svc.predictor.backend,
+                 cache=svc.live.backend)  # type: ignore[arg-type]
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, dependencies=[Depends(caller)],
