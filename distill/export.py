@@ -10,6 +10,7 @@ checkpoint (data, command, steps, training time, code commit); nothing is typed 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from distill.data.provenance import root_provenance
 from distill.runs import (
     TrainConfig,
     command_line,
@@ -129,6 +131,24 @@ def _headline(result: dict[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in keys}
 
 
+def data_sources(data: list[dict[str, Any]]) -> list[str]:
+    """Report lines naming what each teacher-labelled or composite root came from, and the teacher."""
+    lines: list[str] = []
+    teachers = {json.dumps(d["teacher"], sort_keys=True): d["teacher"] for d in data if d.get("teacher")}
+    for entry in data:
+        if entry.get("sources"):
+            lines.append(f"- `{entry['root']}`: the teacher's soft maps of " + ", ".join(f"`{s}`" for s in entry["sources"]))
+        if entry.get("cutouts"):
+            lines.append(f"- `{entry['root']}`: objects cut out of " + ", ".join(f"`{c}`" for c in entry["cutouts"])
+                         + f" by the teacher's maps, over {len(entry.get('backgrounds', []))} backgrounds: "
+                         + ", ".join(f"`{b}`" for b in entry.get("backgrounds", [])))
+    for teacher in teachers.values():
+        lines.append(f"- teacher: {teacher.get('model')}, {teacher.get('variant')} variant at {teacher.get('input_size')}x"
+                     f"{teacher.get('input_size')}, sha256 `{teacher.get('sha256')}`; model licence "
+                     f"{teacher.get('model_licence')}; from {teacher.get('package')}, licence {teacher.get('package_licence')}")
+    return ["", "Sources:", "", *lines] if lines else []
+
+
 def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dict[str, Any] | None,
                  speed: dict[str, Any], machine: dict[str, Any], notes: str | None) -> str:
     config = TrainConfig.from_dict(checkpoint["config"])
@@ -138,8 +158,10 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
         lines += [notes, ""]
     lines += ["## Training", "", "| dataset | root | split | sequences | frames | annotated frames |", "|---|---|---|---|---|---|"]
     for data in lineage.get("data", []):
-        lines.append(f"| {data['dataset']} | `{data['root']}` | {data['split']} | {data['sequences']} | {data['frames']} "
+        share = f" ({data['share']:.0%} of the samples)" if "share" in data else ""
+        lines.append(f"| {data['dataset']}{share} | `{data['root']}` | {data['split']} | {data['sequences']} | {data['frames']} "
                      f"| {data['annotated_frames']} |")
+    lines += data_sources(lineage.get("data", []))
     hours, rest = divmod(int(checkpoint["training_seconds"]), 3600)
     per_step = checkpoint["training_seconds"] / max(1, checkpoint["step"])
     last = checkpoint.get("last_terms") or {}
@@ -151,6 +173,8 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
         (f"- training time: {hours} h {rest // 60:02d} min {rest % 60:02d} s ({per_step:.2f} s/step, "
         f"{config.batch / per_step:.2f} clips/s including data loading)"),
         f"- student: width multiplier {config.width_mult}, {sum(p.numel() for p in load_student(checkpoint).parameters()):,} parameters",
+        *([f"- fine-tuned from `{lineage['init_from'].get('path')}` (weights sha256 `{lineage['init_from'].get('sha256')}`)"]
+          if lineage.get("init_from") else []),
         (f"- optimiser: AdamW, peak lr {config.lr}, weight decay {config.weight_decay}, "
         f"{warmup_steps(config, checkpoint['total_steps'])}-step warm-up, cosine decay; seed {config.seed}"),
         f"- last logged loss: {last['loss']:.4f} (BCE {last['bce']:.4f}, IoU {last['iou']:.4f} on the final map)" if last else "- last logged loss: -",
@@ -269,6 +293,11 @@ def run_export(args: argparse.Namespace) -> int:
     input_size = parse_size(args.input_size) if args.input_size else config.input_size
     model = load_student(checkpoint)
     lineage = checkpoint.get("lineage", {})
+    # Runs from before the lineage carried them: the roots' own sidecars, where they are still there.
+    data = [entry if "teacher" in entry or "cutouts" in entry else {**entry, **root_provenance(entry["root"])}
+            for entry in lineage.get("data", [])]
+    checkpoint = {**checkpoint, "lineage": {**lineage, "data": data}}
+    lineage = checkpoint["lineage"]
     manifest = Manifest(
         name=args.name,
         architecture=ARCHITECTURE,
@@ -287,6 +316,8 @@ def run_export(args: argparse.Namespace) -> int:
             "train_config": checkpoint["config"],
             "commands": lineage.get("commands", []),
             "git": lineage.get("git", {}),
+            # Fine-tuned students: the model they started from (path, weights' sha256).
+            **({"init_from": lineage["init_from"]} if "init_from" in lineage else {}),
             # Distilled students: the teachers (path, sha256, steps) and KD weights they learnt from.
             **({"distillation": lineage["distillation"]} if "distillation" in lineage else {}),
             "export": {"command": command_line(), "git": git_revision()},

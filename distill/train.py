@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from distill.data.clips import ClipDataset
 from distill.data.loaders import load_sequences
+from distill.data.provenance import root_provenance
 from distill.data.sampling import SampleStream, WeightedSampleStream
 from distill.ddp import ShardedStream, autocast, grad_scaler
 from distill.finetune import add_init_argument, init_lineage, initial_weights
@@ -160,6 +161,7 @@ class Trainer:
                 "sequences": len(found),
                 "frames": sum(len(s.frames) for s in found),
                 "annotated_frames": sum(len(s.masks) for s in found),
+                **root_provenance(root),  # a labelled root's teacher and sources, a composite root's cut-outs
             })
             sequences.extend(found)
         weights = self.config.data_weights

@@ -131,3 +131,30 @@ def test_cli_export_errors_are_one_line(args: list[str], needle: str, checkpoint
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vsod-train export:") and needle in lines[0], done.stderr
     assert not (tmp_path / "store" / "x").exists()
+
+
+def test_the_report_names_the_real_teacher_and_every_source(tmp_path: Path) -> None:
+    """A labelled root's sidecar (teacher, sources) and a composite root's (cut-outs, backgrounds) reach
+    the lineage through root_provenance, and the report names them with the teacher's hash and licences."""
+    from distill.data.provenance import root_provenance
+    from distill.export import data_sources
+
+    teacher = {"name": "isnet", "variant": "medium", "sha256": "ab" * 32, "input_size": 1024, "model": "ISNet",
+               "model_licence": "MIT", "package": "npm pkg@1", "package_licence": "AGPL-3.0"}
+    labelled, composites = tmp_path / "real", tmp_path / "composites"
+    labelled.mkdir()
+    composites.mkdir()
+    (labelled / "labels.json").write_text(json.dumps({"format": "vsod-labels/1", "teacher": teacher, "sequences": {
+        "clip": {"source": "/videos/clip.avi"}, "photo": {"source": "/photos/photo.jpg"}}}))
+    (composites / "composites.json").write_text(json.dumps({"train-s1": {
+        "cutouts": str(labelled), "objects": ["photo/00000"], "backgrounds": ["/walls/a.png", "/walls/b.png"]}}))
+    assert root_provenance(labelled) == {"teacher": teacher, "sources": ["/photos/photo.jpg", "/videos/clip.avi"]}
+    assert root_provenance(composites) == {"cutouts": [str(labelled)], "backgrounds": ["/walls/a.png", "/walls/b.png"],
+                                           "teacher": teacher}
+    assert root_provenance(tmp_path / "synthetic") == {}
+
+    data = [{"root": str(root), **root_provenance(root)} for root in (labelled, composites, tmp_path / "synthetic")]
+    text = "\n".join(data_sources(data))
+    for needle in ("/videos/clip.avi", "/photos/photo.jpg", "/walls/b.png", "ab" * 32, "MIT", "AGPL-3.0", "npm pkg@1"):
+        assert needle in text, needle
+    assert text.count("- teacher:") == 1  # named once, however many roots it labelled

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from . import textures as tx
 from .composites import CompositeAssets
+from .provenance import COMPOSITES
 from .render import Camera, Effects, Layer, Scene, render_frame
 
 Rng = np.random.Generator
@@ -231,7 +232,7 @@ def generate_synthetic(
         names.append(name)
     merge_image_set(root / "ImageSets" / "480p" / f"{split}.txt", lines, set(names))
     if assets is not None:
-        record_sources(root / "composites.json", f"{split}-s{seed}", assets.sources)
+        record_sources(root / COMPOSITES, f"{split}-s{seed}", assets.sources)
     return names
 
 

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from distill.data.provenance import LABELS
 from distill.data.synthetic import SPLIT_PATTERN, merge_image_set
 from service.video import MediaSource, VideoError, open_media, write_atomic
 
@@ -104,7 +105,7 @@ def label_sources(sources: list[Path], out: Path, teacher: str = "isnet", varian
         names[name] = source
 
     out.mkdir(parents=True, exist_ok=True)
-    sidecar_path = out / "labels.json"
+    sidecar_path = out / LABELS
     sidecar = _read_sidecar(sidecar_path)
     wanted = describe(variant, teacher_size)
     held = sidecar["teacher"]
