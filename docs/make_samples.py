@@ -4,9 +4,9 @@
 
 One row per video: at PICKS frames spread evenly over the whole clip (not chosen by how they look),
 the frame with its mask tinted red, then the mask. The model runs over every frame in order, so
-each mask has the temporal context a stream would have. These videos have no ground truth: the
-picture shows what the model does on real footage after training on synthetic clips only; the
-scores come from synthetic validation clips (model report).
+each mask has the temporal context a stream would have. These videos have no hand-made ground
+truth: the picture shows what the model does on real footage; the scores are in the model's report
+(cup.mp4 and box.mp4 are kept out of training and tuning: pictures only).
 """
 
 from __future__ import annotations
