@@ -18,6 +18,7 @@ goes into the manifest with the file's sha256, which the store verifies before t
 
 from __future__ import annotations
 
+import copy
 import ctypes.util
 import os
 import tempfile
@@ -46,7 +47,9 @@ class StepGraphError(RuntimeError):
 def export_step(model: STKDStudent, input_size: tuple[int, int], path: Path) -> dict[str, Any]:
     """Export the model's streaming step to `path`, check it against eager, and describe it for the
     manifest (the store adds the file's name and sha256)."""
-    model = model.eval().cpu()
+    if next(model.parameters()).device.type != "cpu":  # exported and checked on the CPU; the caller's copy stays put
+        model = copy.deepcopy(model).cpu()
+    model = model.eval()
     height, width = input_size
     state = model.state_shape(input_size)
     example = next(iter(agreement_examples(model, input_size)))
