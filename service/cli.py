@@ -254,14 +254,15 @@ def run_models(args: argparse.Namespace) -> int:
     if not names:
         print(f"no models in {store.root}")
         return 0
-    header = ["NAME", "INPUT", "VERSION"]
+    header = ["NAME", "INPUT", "VERSION", "STEP GRAPH"]  # onnx: VSOD_BACKEND=onnxruntime (auto's choice on a CPU) can serve it
     if args.verbose:
         header += ["PARAMS", "GFLOPs@352x352", "GFLOPs@input"]
     rows = [header + ["METRICS"]]
     for name in names:
         try:
             manifest = store.manifest(name)
-            row = [name, f"{manifest.input_size[0]}x{manifest.input_size[1]}", manifest.version]
+            row = [name, f"{manifest.input_size[0]}x{manifest.input_size[1]}", manifest.version,
+                   "onnx" if manifest.step_graph else "-"]
             if args.verbose:
                 row += _measured(store, name, manifest.input_size)
             rows.append(row + [summarize_metrics(manifest.metrics)])

@@ -256,13 +256,13 @@ def test_predict_refuses_to_overwrite_input_frames(tmp_path: Path, model_store_e
 def test_models_lists_store(model_store_env: dict[str, str]) -> None:
     result = run_vsod(model_store_env, "models")
     assert result.returncode == 0, result.stderr
-    assert re.search(rf"^{TEST_MODEL}\s+128x128\s+test\b", result.stdout, re.M), result.stdout
+    assert re.search(rf"^{TEST_MODEL}\s+128x128\s+test\s+onnx\b", result.stdout, re.M), result.stdout
 
 
 def test_models_verbose_prints_measured_numbers(model_store_env: dict[str, str], model_store: ModelStore) -> None:
     result = run_vsod(model_store_env, "models", "--verbose")
     assert result.returncode == 0, result.stderr
-    row = re.search(rf"^{TEST_MODEL}\s+128x128\s+test\s+([\d.]+)M\s+([\d.]+)\s+([\d.]+)", result.stdout, re.M)
+    row = re.search(rf"^{TEST_MODEL}\s+128x128\s+test\s+onnx\s+([\d.]+)M\s+([\d.]+)\s+([\d.]+)", result.stdout, re.M)
     assert row, result.stdout
     params, gflops_352, gflops_input = (float(g) for g in row.groups())
     model, _ = model_store.load(TEST_MODEL)
