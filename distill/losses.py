@@ -4,6 +4,8 @@ Every loss function returns `(total, terms)`: a scalar tensor to back-propagate 
 named float terms for the training log. The distillation losses (spatial and temporal KD) have the
 same shape and live in `distill.kd`; the distillation trainer adds their totals to this one.
 Targets may be soft (a teacher's maps, in [0, 1]): BCE with logits and the soft IoU take them as they are.
+`adjacent_change_loss` is temporal KD from such maps: the student's change between adjacent frames
+mimics the teacher's change.
 
 Shapes follow `STKDStudent.forward_clip`: outputs are flattened to B*T rows (time-major within
 each clip), ground truth comes from `ClipDataset` as masks B,T,1,H,W and `valid` B,T.
@@ -98,3 +100,28 @@ def saliency_loss(
     terms["loss"] = float(total.detach())
     terms["valid_frames"] = float(target.shape[0])
     return total, terms
+
+
+def adjacent_change_loss(output: StudentOutput, masks: Tensor, valid: Tensor, clips: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Temporal KD from a teacher's maps of adjacent frames: mean |(p_t - p_t-1) - (m_t - m_t-1)|.
+
+    p is the student's stride-4 map (probabilities), m the target resized to it; the pairs are the
+    adjacent frames of the clips selected by `clips` (B bools, e.g. the teacher-labelled ones) that
+    both have a target. It is zero when the student changes from frame to frame exactly as the
+    teacher does, whatever the maps themselves, so it adds what the per-frame term cannot: a
+    penalty on flicker the teacher does not have and on motion it misses. No flow is needed (the
+    teacher labelled each frame) and nothing of it runs at inference. Consistency distillation of
+    this kind is Liu et al., "Efficient Semantic Video Segmentation with Per-frame Inference"
+    (ECCV 2020), there on features and with a flow-warped target.
+    """
+    batch, length = masks.shape[:2]
+    stride4 = output.side_logits[-1]
+    probability = torch.sigmoid(stride4.float()).unflatten(0, (batch, length))
+    target = resize_target(masks.flatten(0, 1).float(), stride4.shape[-2:]).unflatten(0, (batch, length))
+    pairs = valid[:, 1:] & valid[:, :-1] & clips[:, None].to(torch.bool)
+    if length < 2 or not pairs.any():
+        return stride4.sum() * 0.0, {"adjacent_change": 0.0, "adjacent_pairs": 0.0}
+    student_change = (probability[:, 1:] - probability[:, :-1])[pairs]
+    teacher_change = (target[:, 1:] - target[:, :-1])[pairs]
+    loss = (student_change - teacher_change).abs().mean()
+    return loss, {"adjacent_change": float(loss.detach()), "adjacent_pairs": float(pairs.sum())}

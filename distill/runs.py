@@ -54,6 +54,10 @@ class TrainConfig:
     augment: bool = True
     pretrained_encoder: str | None = None
     init_from: str | None = None  # students: start from these weights (a checkpoint or a model-store folder)
+    # Teacher-labelled clips (`labelled:` roots), `vsod-train train` only: their maps as per-frame
+    # targets (map-level spatial KD), and the weight of temporal KD from their adjacent frames.
+    soft_frames: bool = True
+    soft_temporal: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:

@@ -36,7 +36,7 @@ from distill.data.provenance import root_provenance
 from distill.data.sampling import SampleStream, WeightedSampleStream
 from distill.ddp import ShardedStream, autocast, grad_scaler
 from distill.finetune import add_init_argument, init_lineage, initial_weights
-from distill.losses import saliency_loss
+from distill.losses import adjacent_change_loss, saliency_loss
 from distill.runs import (
     CHECKPOINT_FORMAT,
     CONFIG_FLAGS,
@@ -133,7 +133,15 @@ class Trainer:
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         frames, masks, valid = self.inputs(batch)
-        return saliency_loss(self.network(frames), masks, valid)
+        output = self.network(frames)
+        soft = batch["soft"].to(self.device)
+        per_frame = valid if self.config.soft_frames else valid & ~soft[:, None]
+        loss, terms = saliency_loss(output, masks, per_frame)
+        if self.config.soft_temporal:
+            change, change_terms = adjacent_change_loss(output, masks, valid, soft)
+            loss = loss + self.config.soft_temporal * change
+            terms = {**terms, **change_terms, "loss": float(loss.detach())}
+        return loss, terms
 
     def extra_lineage(self) -> dict[str, Any]:
         return {}
@@ -399,8 +407,18 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     add_run_arguments(parser, {})
     add_init_argument(parser)
+    parser.add_argument("--soft-temporal", type=float, default=None, metavar="WEIGHT",
+                        help="temporal KD from teacher-labelled clips (`labelled:` roots): the student's change "
+                        "between adjacent frames mimics the teacher's maps' change, L1 at stride 4 (default 0: off)")
+    parser.add_argument("--no-soft-frames", dest="soft_frames", action="store_const", const=False, default=None,
+                        help="teacher-labelled clips give no per-frame target, only the --soft-temporal term "
+                        "(the ablation's temporal-KD-only row)")
     parser.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    return run_training(args, Trainer, TrainConfig, (*CONFIG_FLAGS, "init_from"))
+    if args.soft_temporal is not None and (not math.isfinite(args.soft_temporal) or args.soft_temporal < 0):
+        raise ValueError("--soft-temporal must be a number >= 0")
+    if args.soft_frames is False and not args.soft_temporal and not args.resume:
+        raise ValueError("--no-soft-frames needs --soft-temporal WEIGHT > 0: the teacher-labelled clips would teach nothing")
+    return run_training(args, Trainer, TrainConfig, (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal"))

@@ -11,10 +11,11 @@ import torch
 
 from distill.data.sampling import SampleStream, WeightedSampleStream
 from distill.data.synthetic import generate_synthetic
+from distill.losses import adjacent_change_loss
 from distill.runs import LAST, Runtime, TrainConfig, load_checkpoint, parse_data_weights, split_weight
 from distill.train import Trainer
 from tests.test_soft_targets import write_labelled
-from tests.test_train import INPUT, read_log, vsod_train
+from tests.test_train import INPUT, fake_output, read_log, vsod_train
 
 
 def test_weights_parse_from_the_data_flag(tmp_path: Path) -> None:
@@ -97,3 +98,56 @@ def test_a_weighted_run_resumes_exactly_and_keeps_its_weights(mix_roots: tuple[P
     assert losses(straight) == pytest.approx(losses(split), rel=1e-4)
     for key, value in a["model"].items():
         assert torch.allclose(value.float(), b["model"][key].float(), atol=1e-5), key
+
+
+def moving_square(t: int, size: int = 64) -> torch.Tensor:
+    mask = torch.zeros(1, size, size)
+    mask[:, 16:40, 8 + 6 * t : 32 + 6 * t] = 1.0
+    return mask
+
+
+def test_temporal_kd_scores_the_change_between_frames_not_the_frames() -> None:
+    teacher = torch.stack([torch.stack([moving_square(t) for t in range(3)])] * 2)  # B=2, T=3: the square moves
+    valid, soft = torch.ones(2, 3, dtype=torch.bool), torch.tensor([True, False])
+    logits = lambda masks: (masks.flatten(0, 1) * 20 - 10)  # noqa: E731 - confident maps of `masks`
+    same, terms = adjacent_change_loss(fake_output(logits(teacher)), teacher, valid, soft)
+    assert float(same) < 1e-3 and terms["adjacent_pairs"] == 2  # only the soft clip's two pairs count
+    extra = teacher.clone()
+    extra[..., 48:60, 48:60] = 1.0  # a false object on every frame, the same in each: not a temporal error
+    moved, _ = adjacent_change_loss(fake_output(logits(extra)), teacher, valid, soft)
+    frozen = teacher[:, :1].expand_as(teacher)  # the right first frame, then no motion
+    still, _ = adjacent_change_loss(fake_output(logits(frozen)), teacher, valid, soft)
+    assert float(moved) < 0.01 < float(still)
+    flicker = teacher.clone()
+    flicker[:, 1] = 0  # the object vanishes for one frame and comes back
+    flickering, _ = adjacent_change_loss(fake_output(logits(flicker)), teacher, valid, soft)
+    assert float(flickering) > float(still)
+    wrong_clip_only = teacher.clone()
+    wrong_clip_only[1] = 0  # the exact-mask clip is not this term's business
+    ignored, _ = adjacent_change_loss(fake_output(logits(wrong_clip_only)), teacher, valid, soft)
+    assert float(ignored) < 1e-3
+    missing = torch.tensor([[True, False, True], [True, True, True]])
+    none, terms = adjacent_change_loss(fake_output(logits(frozen)), teacher, missing, soft)
+    assert float(none) == 0.0 and terms["adjacent_pairs"] == 0  # no pair of adjacent labelled frames
+
+
+def test_temporal_kd_alone_trains_and_leaves_the_exact_clips_supervised(mix_roots: tuple[Path, Path], tmp_path: Path) -> None:
+    synth, labelled = mix_roots
+    data = ["--data", f"{synth}@1", "--data", f"labelled:{labelled}@2"]
+    common = ["--input-size", str(INPUT), "--batch", "4", "--warmup", "1", "--threads", "1", "--no-progress",
+              "--log-every", "1", "--steps", "3"]
+    done = vsod_train("train", *data, "--out", str(tmp_path / "tkd"), "--soft-temporal", "2", "--no-soft-frames", *common)
+    assert done.returncode == 0, done.stderr
+    records = [r for r in read_log(tmp_path / "tkd") if "loss" in r and "event" not in r]
+    assert records and all("adjacent_change" in r for r in records)
+    assert sum(r["adjacent_pairs"] for r in records) > 0
+    saved = load_checkpoint(tmp_path / "tkd" / LAST)["config"]
+    assert saved["soft_frames"] is False and saved["soft_temporal"] == 2.0
+
+    config = TrainConfig(data=[("davis", str(synth)), ("labelled", str(labelled))], data_weights=[1.0, 1.0],
+                         input_size=(64, 64), batch=8, steps=1, soft_frames=False, soft_temporal=1.0)
+    trainer = Trainer(config, Runtime(tmp_path / "t", progress=False))
+    batch = next(trainer.batches())
+    terms = trainer.train_step(batch)
+    exact_frames = int((batch["valid"] & ~batch["soft"][:, None]).sum())
+    assert terms["valid_frames"] == exact_frames < int(batch["valid"].sum())  # soft clips: no per-frame target

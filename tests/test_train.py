@@ -173,6 +173,8 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
         (["--data", "{root}", "--steps", "1", "--input-size", "100"], "multiples of 32"),
         (["--resume", "--steps", "1"], "checkpoint not found"),
         (["--data", "{root}", "--steps", "1", "--init-from", "{missing}"], "neither a model-store folder"),
+        (["--data", "{root}", "--steps", "1", "--soft-temporal", "-1"], "--soft-temporal must be"),
+        (["--data", "{root}", "--steps", "1", "--no-soft-frames"], "needs --soft-temporal"),
     ],
 )
 def test_cli_train_errors_are_one_line(args: list[str], needle: str, synth_root: Path, tmp_path: Path) -> None:

@@ -122,6 +122,7 @@ class ClipDataset(Dataset):
             "frames": torch.from_numpy(frame_tensor).permute(0, 3, 1, 2).float().div_(255.0),
             "masks": torch.from_numpy(mask_tensor[:, None].astype(np.float32)),
             "valid": torch.tensor(valid, dtype=torch.bool),
+            "soft": torch.tensor(sequence.soft),  # a teacher's maps (soft targets), not exact masks
             "name": sequence.name,
         }
 
