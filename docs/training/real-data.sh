@@ -33,6 +33,9 @@ vsod-train fetch-teacher isnet
 # Validation: never trained on.
 label "$data/vtest.avi" --start 650 --stride 15 --split val --out "$out/val"
 label "$data/Megamind.avi" --start 215 --stride 5 --split val --out "$out/val"
+# The same parts frame by frame (vtest.avi runs at 10 frames/s, Megamind.avi at 24): flicker on real video.
+label "$data/vtest.avi" --start 650 --max-frames 30 --split val --out "$out/val-consecutive"
+label "$data/Megamind.avi" --start 215 --max-frames 30 --split val --out "$out/val-consecutive"
 
 # Photos: one-frame sequences, also the cut-outs of the real-object composites.
 photos=()

@@ -13,56 +13,31 @@
 # Shares of the samples: synthetic 3/8, composites 3/8, real videos 1/8, real photos 1/8. (The first
 # run, synthetic 1/2 and composites 1/4, was stopped at step 980 while it still over-segmented.)
 #
-# Resumable: rerun it after an interruption. Data already generated (a marker per step) is kept, and a
-# run folder with a checkpoint continues with --resume (same data order, schedule and time budget).
-# It starts generating the synthetic clips at once (they need no labels), then waits for the labelling
-# job (real-data.sh) to finish before it cuts objects out of its photos and trains.
+# It starts from version 1 of the default model (extracted from git), as version 2 did.
+#
+# Resumable: rerun it after an interruption. docs/training/mix-data.sh makes the synthetic clips and
+# composites first (each step once), and a run folder with a checkpoint continues with --resume (same
+# data order, schedule and time budget).
 set -euo pipefail
 cd "$(dirname "$0")/../.."  # the repository root: model_store/ is relative to it
 DATA=${DATA:-/work/data}
 REAL=${REAL:-$DATA/real}
-RUN=${RUN:-/work/runs/real-mix}
+RUNS=${RUNS:-/work/runs}
+RUN=${RUN:-$RUNS/real-mix}
 MINUTES=${MINUTES:-60}
+INIT=${INIT:-$RUNS/models/version-1}  # the run starts from version 1, extracted from git
 THREADS=${THREADS:-2}
-backgrounds=()
-for folder in /usr/share/backgrounds /usr/share/wallpapers /usr/share/desktop-base; do
-  [[ -d $folder ]] && backgrounds+=("$folder")
-done
-log() { echo "[$(date -u +%FT%TZ)] $*"; }
+source docs/training/lib.sh
 
-# Wait for any other process still writing the same root (an earlier, interrupted or parallel start).
-wait_for_writers() {
-  while pgrep -f -- "vsod-train synth --out $1 " > /dev/null; do sleep 30; done
-}
-
-# synth ROOT MARKER ARGS...: generate once; the marker records that the split is complete.
-synth() {
-  local root=$1 marker=$2; shift 2
-  wait_for_writers "$root"
-  if [[ -f $root/$marker ]]; then log "$root: $marker already generated"; return; fi
-  log "generating $root ($marker)"
-  nice -n 5 vsod-train synth --out "$root" "$@"
-  touch "$root/$marker"
-}
-
-synth "$DATA/synth" .done-train-s1 --sequences 300 --frames 24 --seed 1 --split train
-synth "$DATA/synth" .done-val-s1000 --sequences 40 --frames 24 --seed 1000 --split val
-
-log "waiting for the labelling job (real-data.sh) to finish"
-while pgrep -f "real-data.sh" > /dev/null; do sleep 30; done
-for root in "$REAL/train" "$REAL/photos"; do
-  [[ -f $root/labels.json ]] || { log "$root has no labels.json: run docs/training/real-data.sh first"; exit 1; }
-done
-
-synth "$DATA/composites" .done-train-s1 --sequences 150 --frames 24 --seed 1 --split train \
-  --cutouts "$REAL/photos" --backgrounds "${backgrounds[@]}"
+DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 
 if [[ -f $RUN/last.pt ]]; then
   log "resuming $RUN"
   vsod-train train --out "$RUN" --resume --threads "$THREADS" --no-progress
 else
   log "training $RUN"
-  vsod-train train --init-from model_store/vsod-student \
+  model_at "$VERSION_1" "$INIT"
+  vsod-train train --init-from "$INIT" \
     --data "$DATA/synth@3" --data "$DATA/composites@3" \
     --data "labelled:$REAL/train@1" --data "labelled:$REAL/photos@1" \
     --split train --out "$RUN" --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \

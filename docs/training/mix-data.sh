@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The exact-mask parts of the real-world training mix (issue "Real-world accuracy"):
+#
+#   bash docs/training/mix-data.sh        # DATA=/work/data by default; REAL=$DATA/real
+#
+#   $DATA/synth       synthetic clips with exact masks, the motion-only camouflage cases included
+#                     (train: 300 clips, seed 1; val: 40 clips, seed 1000)
+#   $DATA/composites  objects cut out of the labelled photos ($REAL/photos) by the teacher's soft maps,
+#                     pasted over Debian's desktop-base and gnome-backgrounds wallpapers (150 clips)
+#
+# The synthetic clips need no labels and start at once; the composites wait for the labelling job
+# (docs/training/real-data.sh). Resumable: a marker file records each finished step, and a rerun
+# skips it. real-mix.sh and real-ablation.sh run it first.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source docs/training/lib.sh
+DATA=${DATA:-/work/data}
+REAL=${REAL:-$DATA/real}
+backgrounds=()
+for folder in /usr/share/backgrounds /usr/share/wallpapers /usr/share/desktop-base; do
+  [[ -d $folder ]] && backgrounds+=("$folder")
+done
+
+# Wait for any other process still writing the same root (an earlier, interrupted or parallel start).
+wait_for_writers() {
+  while pgrep -f -- "vsod-train synth --out $1 " > /dev/null; do sleep 30; done
+}
+
+# synth ROOT MARKER ARGS...: generate once; the marker records that the split is complete.
+synth() {
+  local root=$1 marker=$2; shift 2
+  wait_for_writers "$root"
+  if [[ -f $root/$marker ]]; then log "$root: $marker already generated"; return; fi
+  log "generating $root ($marker)"
+  nice -n 5 vsod-train synth --out "$root" "$@"
+  touch "$root/$marker"
+}
+
+synth "$DATA/synth" .done-train-s1 --sequences 300 --frames 24 --seed 1 --split train
+synth "$DATA/synth" .done-val-s1000 --sequences 40 --frames 24 --seed 1000 --split val
+
+log "waiting for the labelling job (real-data.sh) to finish"
+while pgrep -f "real-data.sh" > /dev/null; do sleep 30; done
+for root in "$REAL/train" "$REAL/photos"; do
+  [[ -f $root/labels.json ]] || { log "$root has no labels.json: run docs/training/real-data.sh first"; exit 1; }
+done
+
+synth "$DATA/composites" .done-train-s1 --sequences 150 --frames 24 --seed 1 --split train \
+  --cutouts "$REAL/photos" --backgrounds "${backgrounds[@]}"
