@@ -133,6 +133,17 @@ def test_clips_hold_the_promised_ingredients() -> None:
     assert 0 < sum(moving) < len(scenes)
 
 
+def test_a_motion_only_set_camouflages_every_clip_and_the_default_mix_is_unchanged() -> None:
+    every = [sample_scene(sequence_rng(0, "val", i), (64, 96), 8, camouflage_share=1.0) for i in range(12)]
+    assert all(scene.camouflage for scene in every)
+    assert all(sum(layer.salient for layer in scene.layers) == 1 for scene in every)  # one object, only motion shows it
+    assert not any(sample_scene(sequence_rng(0, "val", i), (64, 96), 8, camouflage_share=0.0).camouflage for i in range(40))
+    default = [sample_scene(sequence_rng(0, "train", i), (64, 96), 8) for i in range(60)]
+    explicit = [sample_scene(sequence_rng(0, "train", i), (64, 96), 8, camouflage_share=0.08) for i in range(60)]
+    assert [s.camouflage for s in default] == [s.camouflage for s in explicit]
+    assert all(np.array_equal(a.background, b.background) for a, b in zip(default, explicit))
+
+
 def test_synth_command_through_its_own_parser(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_synth_command(parser.add_subparsers(dest="command"))
@@ -144,6 +155,9 @@ def test_synth_command_through_its_own_parser(tmp_path: Path) -> None:
         parser.parse_args(["synth", "--out", str(tmp_path), "--size", "big"])
     bad = parser.parse_args(["synth", "--out", str(tmp_path), "--sequences", "0"])
     with pytest.raises(ValueError, match="at least one sequence"):
+        bad.func(bad)
+    bad = parser.parse_args(["synth", "--out", str(tmp_path), "--camouflage", "1.5"])
+    with pytest.raises(ValueError, match=r"camouflaged share must lie in \[0, 1\]"):
         bad.func(bad)
 
 

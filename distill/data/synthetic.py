@@ -36,6 +36,10 @@ from .render import Camera, Effects, Layer, Scene, render_frame
 
 Rng = np.random.Generator
 
+# Share of plain clips whose one object is camouflaged (cut from the background: only motion reveals
+# it). `--camouflage 1` makes a motion-only set, the test of the student's temporal path.
+CAMOUFLAGE_SHARE = 0.08
+
 
 # --------------------------------------------------------------------------------------- sampling
 
@@ -62,13 +66,14 @@ def _trajectory(rng: Rng, size: tuple[int, int], radius: float, steps: int, mode
     return start, end
 
 
-def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeAssets | None = None) -> Scene:
+def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeAssets | None = None,
+                 camouflage_share: float = CAMOUFLAGE_SHARE) -> Scene:
     """One random clip description; rendering it is deterministic. With `assets`, its background and
     salient objects are real (a composite); everything else is drawn the same way."""
     height, width = size
     short = float(min(height, width))
     canvas_h, canvas_w = int(height * 1.5) + 8, int(width * 1.5) + 8
-    camouflage = rng.random() < 0.08 and assets is None
+    camouflage = rng.random() < camouflage_share and assets is None
     if assets is None:
         background = tx.background(rng, canvas_h, canvas_w, busy=camouflage)
     else:
@@ -198,6 +203,7 @@ def generate_synthetic(
     split: str = "train",
     progress: bool = False,
     assets: CompositeAssets | None = None,
+    camouflage_share: float = CAMOUFLAGE_SHARE,
 ) -> list[str]:
     """Write `num_sequences` clips into `root` in the DAVIS-2016 layout; returns their names.
 
@@ -213,13 +219,18 @@ def generate_synthetic(
         raise ValueError(f"frame size must be (height, width), each at least 16 pixels, got {size}")
     if not SPLIT_PATTERN.match(split):
         raise ValueError(f"split name {split!r} must be letters, digits, '-' or '_'")
+    if not 0.0 <= camouflage_share <= 1.0:
+        raise ValueError(f"the camouflaged share must lie in [0, 1], got {camouflage_share}")
+    if assets is not None and camouflage_share != CAMOUFLAGE_SHARE:
+        raise ValueError("composites have no camouflaged objects (a real object is not cut from its own background)")
     root = Path(root)
     size = (int(size[0]), int(size[1]))
     names, lines = [], []
     composite = assets is not None
     for index in tqdm(range(num_sequences), desc=f"synth {split}", unit="seq", disable=not progress):
         name = sequence_name(split, seed, index, composite)
-        scene = sample_scene(sequence_rng(seed, split, index, composite), size, frames_per_sequence, assets)
+        scene = sample_scene(sequence_rng(seed, split, index, composite), size, frames_per_sequence, assets,
+                             camouflage_share)
         image_dir, mask_dir = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
         for folder in (image_dir, mask_dir):
             shutil.rmtree(folder, ignore_errors=True)  # a rerun with fewer frames leaves no stale files
@@ -274,6 +285,9 @@ def add_synth_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backgrounds", type=Path, nargs="+", default=None, metavar="DIR",
                         help="composites: raster backgrounds (jpg, png, webp) under these folders, e.g. "
                         "/usr/share/backgrounds /usr/share/desktop-base")
+    parser.add_argument("--camouflage", type=float, default=CAMOUFLAGE_SHARE, metavar="SHARE",
+                        help=f"share of clips whose one object is cut from the background, so only its motion "
+                        f"reveals it (default {CAMOUFLAGE_SHARE}; 1: a motion-only set). Plain clips only")
     parser.set_defaults(func=run_synth)
 
 
@@ -282,6 +296,6 @@ def run_synth(args: argparse.Namespace) -> int:
         raise ValueError("composites need both --cutouts ROOT and --backgrounds DIR...")
     assets = CompositeAssets.load(args.cutouts, args.backgrounds, args.cutout_split) if args.cutouts else None
     names = generate_synthetic(args.out, args.sequences, args.frames, args.seed, args.size, args.split, progress=True,
-                               assets=assets)
+                               assets=assets, camouflage_share=args.camouflage)
     print(f"wrote {len(names)} sequences x {args.frames} frames ({args.split}) to {args.out}")
     return 0

@@ -8,8 +8,8 @@ model_at() {
   local rev=$1 dest=$2 file
   [[ -f $dest/manifest.json ]] && return
   mkdir -p "$dest.tmp"
-  for file in manifest.json report.md weights.safetensors; do
-    git show "$rev:model_store/vsod-student/$file" > "$dest.tmp/$file"
+  for file in $(git ls-tree --name-only "$rev" model_store/vsod-student/); do
+    git show "$rev:$file" > "$dest.tmp/$(basename "$file")"
   done
   mv "$dest.tmp" "$dest"
 }
