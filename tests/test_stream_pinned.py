@@ -1,26 +1,25 @@
-"""A recorded stream pins the served masks byte for byte: any refactoring of the stream path
-(state format, store, engine, route) must leave what clients receive exactly as it was.
+"""What a client of a live stream receives equals stepping the model by hand, byte for byte: any
+refactoring of the stream path (state format, store, engine, route) must leave it exactly so.
 
-The recording (tests/data/stream_pinned.json) holds, per serving backend, the sha256 of every mask
-of one session: frames through a Redis-backed server, a reset, a reconnection that resumes the
-session, with raw and PNG masks. The torchscript one was made with the code before the stream-owner
-redesign (issue "One owner for a live stream's state"), the onnxruntime one when that backend came
-(its masks are within one grey level of the others, not equal). Regenerate a backend's recording
-only for a deliberate change of its masks:
-
-    VSOD_RECORD_PINNED=onnxruntime python3 -m pytest tests/test_stream_pinned.py
+One session runs through a Redis-backed server: PNG masks, then raw ones, a reconnection that resumes
+the session with its context, and a reset. The oracle is the model itself, in this process: the
+same frame bytes decoded as the server decodes them, stepped through `Predictor` with the state
+carried, dropped at the reset, and kept across the reconnection. Exact equality holds on any
+machine (the first version pinned recorded sha256s, which a new CPU or codec build broke while the
+stream path was fine); a wrong, stale or lost state shows as other bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import os
-from pathlib import Path
 
 import pytest
 
+from service.masks import encode_mask
+from service.model import ModelStore, Predictor
+from service.video import decode_image_bytes
+from tests.conftest import TEST_MODEL
 from tests.servers import (
     REDIS_URL,
     delete_prefix,
@@ -34,51 +33,75 @@ from tests.servers import (
     send_and_receive,
 )
 
-RECORDING = Path(__file__).parent / "data" / "stream_pinned.json"
+FRAMES = 14
+RAW_FROM, RESUME_AT, RESET_AT = 5, 8, 11  # frame indices where the session changes format, reconnects, resets
 
 
-def record_stream(ws_url: str) -> list[str]:
-    frames = moving_square_frames(14, seed=3)
-    encoded = [png(f) if k % 2 else jpeg(f, 90) for k, f in enumerate(frames)]
+def stream_frames() -> list[bytes]:
+    return [png(f) if k % 2 else jpeg(f, 90) for k, f in enumerate(moving_square_frames(FRAMES, seed=3))]
 
-    async def main() -> list[str]:
-        digests: list[str] = []
+
+def served_masks(ws_url: str, encoded: list[bytes]) -> tuple[list[bytes], int]:
+    """The mask bodies one session receives, and the frame index the reconnection resumed at."""
+
+    async def main() -> tuple[list[bytes], int]:
+        bodies: list[bytes] = []
         connection, _ = await open_stream(ws_url, "pinned")
-        for frame in encoded[:5]:
-            _, body = await send_and_receive(connection, frame)
-            digests.append(hashlib.sha256(body).hexdigest())
+        for frame in encoded[:RAW_FROM]:
+            bodies.append((await send_and_receive(connection, frame))[1])
         await connection.send(json.dumps({"type": "config", "format": "raw"}))
         await next_json(connection)
-        for frame in encoded[5:8]:
-            _, body = await send_and_receive(connection, frame)
-            digests.append(hashlib.sha256(body).hexdigest())
+        for frame in encoded[RAW_FROM:RESUME_AT]:
+            bodies.append((await send_and_receive(connection, frame))[1])
         await connection.close()
-        connection, hello = await open_stream(ws_url, "pinned")  # resumes at frame 8 with its context
-        digests.append(f"resumed at {hello['frame']}")
-        for frame in encoded[8:11]:
-            _, body = await send_and_receive(connection, frame)
-            digests.append(hashlib.sha256(body).hexdigest())
+        connection, hello = await open_stream(ws_url, "pinned")  # resumes with its context
+        for frame in encoded[RESUME_AT:RESET_AT]:
+            bodies.append((await send_and_receive(connection, frame))[1])
         await connection.send(json.dumps({"type": "reset"}))
         await next_json(connection)
-        for frame in encoded[11:]:
-            _, body = await send_and_receive(connection, frame)
-            digests.append(hashlib.sha256(body).hexdigest())
+        for frame in encoded[RESET_AT:]:
+            bodies.append((await send_and_receive(connection, frame))[1])
         await connection.close()
-        return digests
+        return bodies, int(hello["frame"])
 
     return asyncio.run(main())
 
 
+def served_format(index: int) -> str:
+    """Raw masks only between the config message and the reconnection: a new connection starts with PNG."""
+    return "raw" if RAW_FROM <= index < RESUME_AT else "png"
+
+
+def stepped_masks(predictor: Predictor, encoded: list[bytes]) -> list[bytes]:
+    """The same session, stepped by hand: state carried, kept across the reconnection, dropped at the reset."""
+    bodies, carried = [], None
+    for index, frame in enumerate(encoded):
+        if index == RESET_AT:
+            carried = None
+        mask, carried = predictor.step(decode_image_bytes(frame), carried)
+        bodies.append(encode_mask(mask, served_format(index), None))
+    return bodies
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
-def test_recorded_stream_masks_are_byte_identical(model_store_env: dict[str, str], backend: str) -> None:
+def test_served_stream_masks_equal_stepping_the_model(model_store: ModelStore, model_store_env: dict[str, str],
+                                                      backend: str) -> None:
+    encoded = stream_frames()
     prefix = redis_prefix()
     try:
         with running_server(model_store_env, redis_url=REDIS_URL, redis_prefix=prefix, backend=backend) as server:
-            digests = record_stream(server.ws_url)
+            served, resumed_at = served_masks(server.ws_url, encoded)
     finally:
         delete_prefix(prefix)
-    recordings = json.loads(RECORDING.read_text())
-    if os.environ.get("VSOD_RECORD_PINNED") == backend:
-        RECORDING.write_text(json.dumps({**recordings, backend: digests}, indent=1) + "\n")
-    else:
-        assert digests == recordings[backend]
+    assert resumed_at == RESUME_AT
+    predictor = Predictor.from_store(TEST_MODEL, model_store, "cpu", backend, threads=1)
+    expected = stepped_masks(predictor, encoded)
+    assert [len(body) for body in served] == [len(body) for body in expected]
+    differing = [index for index, (a, b) in enumerate(zip(served, expected)) if a != b]
+    assert not differing, f"frames {differing} differ from stepping the model by hand"
+    # The state shows in every mask but a session's first ones: without it (every frame a first
+    # frame) each other mask comes out otherwise, so a lost state (at the resume, say) cannot pass.
+    stateless = [encode_mask(predictor.step(decode_image_bytes(frame))[0], served_format(k), None)
+                 for k, frame in enumerate(encoded)]
+    assert [a != b for a, b in zip(stateless, expected)] == [k not in (0, RESET_AT) for k in range(FRAMES)]
+    assert len(served[RAW_FROM]) == 72 * 96  # raw: one byte per pixel at the frame's size
