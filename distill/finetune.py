@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from distill.runs import load_checkpoint
 from service.model import ModelStore
@@ -32,6 +32,16 @@ def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
     if width != width_mult:
         raise ValueError(f"--init-from {path}: width {width}, the run's --width-mult is {width_mult}")
     return weights
+
+
+def load_initial_weights(model: nn.Module, weights: dict[str, Tensor], source: str | Path) -> None:
+    """Load strictly, except that a student gaining a motion branch starts that branch fresh (its cue
+    starts at zero, so the fine-tuned model starts exactly as the source)."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    strange = [key for key in missing if not key.startswith("motion.")] + list(unexpected)
+    if strange:
+        raise ValueError(f"--init-from {source}: its weights do not fit this student (e.g. {strange[0]}): "
+                         "--width-mult and --motion-channels must allow them")
 
 
 def init_lineage(path: Path) -> dict[str, str]:

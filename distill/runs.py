@@ -58,6 +58,8 @@ class TrainConfig:
     # targets (map-level spatial KD), and the weight of temporal KD from their adjacent frames.
     soft_frames: bool = True
     soft_temporal: float = 0.0
+    # Students: stride-8 channels of the motion branch (service.model.motion); 0: none.
+    motion_channels: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:

@@ -35,7 +35,7 @@ from distill.data.loaders import load_sequences
 from distill.data.provenance import root_provenance
 from distill.data.sampling import SampleStream, WeightedSampleStream
 from distill.ddp import ShardedStream, autocast, grad_scaler
-from distill.finetune import add_init_argument, init_lineage, initial_weights
+from distill.finetune import add_init_argument, init_lineage, initial_weights, load_initial_weights
 from distill.losses import adjacent_change_loss, saliency_loss
 from distill.runs import (
     CHECKPOINT_FORMAT,
@@ -61,10 +61,10 @@ CALIBRATION_STEPS = 8
 
 
 def build_model(config: TrainConfig, pretrained: bool = True) -> STKDStudent:
-    model = stkd_student(width_mult=config.width_mult,
+    model = stkd_student(width_mult=config.width_mult, motion_channels=config.motion_channels,
                          pretrained_encoder=config.pretrained_encoder if pretrained else None)
     if pretrained and config.init_from:
-        model.load_state_dict(initial_weights(Path(config.init_from), config.width_mult))
+        load_initial_weights(model, initial_weights(Path(config.init_from), config.width_mult), config.init_from)
     return model
 
 
@@ -410,6 +410,10 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--soft-temporal", type=float, default=None, metavar="WEIGHT",
                         help="temporal KD from teacher-labelled clips (`labelled:` roots): the student's change "
                         "between adjacent frames mimics the teacher's maps' change, L1 at stride 4 (default 0: off)")
+    parser.add_argument("--motion-channels", type=int, default=None, metavar="N",
+                        help="give the student a motion branch that carries N stride-8 channels of the previous "
+                        "frame (4 fits the 64 KiB state budget at 352x352; default 0: none). With --init-from a "
+                        "model without one, the branch starts at zero, so the run starts from that model exactly")
     parser.add_argument("--no-soft-frames", dest="soft_frames", action="store_const", const=False, default=None,
                         help="teacher-labelled clips give no per-frame target, only the --soft-temporal term "
                         "(the ablation's temporal-KD-only row)")
@@ -421,4 +425,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--soft-temporal must be a number >= 0")
     if args.soft_frames is False and not args.soft_temporal and not args.resume:
         raise ValueError("--no-soft-frames needs --soft-temporal WEIGHT > 0: the teacher-labelled clips would teach nothing")
-    return run_training(args, Trainer, TrainConfig, (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal"))
+    if args.motion_channels is not None and args.motion_channels < 0:
+        raise ValueError("--motion-channels must be 0 or more")
+    return run_training(args, Trainer, TrainConfig,
+                        (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal", "motion_channels"))

@@ -1,14 +1,17 @@
 """The STKD student: encoder -> inter-frame encoding -> saliency-guided decoder.
 
-    frame t ─▶ MobileNetV2 ─┬─ strides 4, 8, 16 ─────────────────────────────┐
-                            └─ stride 32 ─▶ InterFrameEncoder ◀─ previous ─┐  ▼
+    frame t ─▶ MobileNetV2 ─┬─ strides 4, 16 ────────────────────────────────────┐
+                            ├─ stride 8 ──▶ (+ MotionEncoder cue ◀─ previous) ───┤
+                            └─ stride 32 ─▶ InterFrameEncoder ◀─ previous ─┐      ▼
                                                │ temporal      (state)     │ SaliencyGuidedDecoder
                                                └───────────────────────────┼──▶ coarse, sides, final
-                                                 projected (next state) ───┘
+                                                 next state ───────────────┘
 
-At inference the only thing carried between frames is the previous frame's projected stride-32
-tensor (`StudentOutput.state`). `forward_clip` encodes a whole clip in one batch and pairs each
-frame with its predecessor, which gives the same result as stepping frame by frame.
+At inference the only thing carried between frames is one tensor (`StudentOutput.state`): the
+previous frame's projected stride-32 features, followed along the channels, when the model has a
+motion branch (`motion_channels` > 0), by its squeezed stride-8 features packed onto the same grid.
+`forward_clip` encodes a whole clip in one batch and pairs each frame with its predecessor, which
+gives the same result as stepping frame by frame.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .decoder import SaliencyGuidedDecoder
 from .encoder import MobileNetV2Encoder
 from .interframe import InterFrameEncoder
 from .layers import init_weights
+from .motion import MotionEncoder
 
 ARCHITECTURE = "stkd-student"
 
@@ -49,10 +53,11 @@ class StudentConfig:
     width_mult: float = 0.5
     temporal_channels: int = 64
     decoder_channels: int = 32
+    motion_channels: int = 0  # stride-8 channels the motion branch carries; 0: no branch (versions 1 and 2)
 
     def to_dict(self) -> dict[str, Any]:
         return {"width_mult": self.width_mult, "temporal_channels": self.temporal_channels,
-                "decoder_channels": self.decoder_channels}
+                "decoder_channels": self.decoder_channels, "motion_channels": self.motion_channels}
 
 
 class STKDStudent(nn.Module):
@@ -63,16 +68,21 @@ class STKDStudent(nn.Module):
         channels = self.encoder.out_channels
         self.interframe = InterFrameEncoder(channels[3], self.config.temporal_channels)
         self.decoder = SaliencyGuidedDecoder(channels, self.config.temporal_channels, self.config.decoder_channels)
+        motion = self.config.motion_channels
+        self.motion = MotionEncoder(channels[1], motion) if motion else None
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         init_weights(self)
+        if self.motion is not None:
+            self.motion.zero_cue()
 
     def state_shape(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
         """Shape (C, h, w) of one frame's state for an input of (height, width)."""
         height, width = input_size
         for _ in range(5):  # five stride-2 stages; each rounds up like a padded 3x3 conv
             height, width = (height + 1) // 2, (width + 1) // 2
-        return (self.config.temporal_channels, height, width)
+        motion = self.motion.state_channels if self.motion is not None else 0
+        return (self.config.temporal_channels + motion, height, width)
 
     def forward(self, frames: Tensor, previous: Tensor | None = None, fresh: Tensor | None = None) -> StudentOutput:
         """frames: B,3,H,W RGB in [0, 1]; previous: the last frames' `state` (None: all first frames).
@@ -81,7 +91,13 @@ class STKDStudent(nn.Module):
         with themselves, whatever their row of `previous` holds.
         """
         levels = self.encoder((frames - self.mean) / self.std)
-        temporal, state = self.interframe(levels[3], previous, fresh)
+        previous_deep, previous_fine = self._split_state(previous)
+        temporal, state = self.interframe(levels[3], previous_deep, fresh)
+        if self.motion is not None:
+            grid = (levels[3].shape[-2], levels[3].shape[-1])
+            cue, fine_state = self.motion(levels[1], previous_fine, grid, fresh)
+            levels = [levels[0], levels[1] + cue, *levels[2:]]
+            state = torch.cat([state, fine_state], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
 
     def forward_clip(self, clip: Tensor, previous: Tensor | None = None) -> StudentOutput:
@@ -95,11 +111,23 @@ class STKDStudent(nn.Module):
         frames = clip.flatten(0, 1)
         levels = self.encoder((frames - self.mean) / self.std)
         deep = levels[3]
+        previous_deep, previous_fine = self._split_state(previous)
         current = self.interframe.project(deep).unflatten(0, (batch, time))
-        first = current[:, :1] if previous is None else previous.unsqueeze(1)
-        paired = torch.cat([first, current[:, :-1]], dim=1).flatten(0, 1)
-        temporal, state = self.interframe(deep, paired)
+        temporal, state = self.interframe(deep, _with_predecessors(current, previous_deep))
+        if self.motion is not None:
+            grid = (deep.shape[-2], deep.shape[-1])
+            packed = self.motion.pack(self.motion.squeezed(levels[1]), grid).unflatten(0, (batch, time))
+            cue, fine_state = self.motion(levels[1], _with_predecessors(packed, previous_fine), grid)
+            levels = [levels[0], levels[1] + cue, *levels[2:]]
+            state = torch.cat([state, fine_state], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
+
+    def _split_state(self, state: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """(the co-attention's part, the motion branch's part) of a state tensor."""
+        if state is None or self.motion is None:
+            return state, None
+        channels = self.config.temporal_channels
+        return state[:, :channels], state[:, channels:]
 
     def _decode(self, size: torch.Size, levels: list[Tensor], temporal: Tensor, state: Tensor) -> StudentOutput:
         spatial, coarse, sides = self.decoder(levels, temporal)
@@ -107,14 +135,22 @@ class STKDStudent(nn.Module):
         return StudentOutput(logits, sides, coarse, spatial, temporal, state)
 
 
+def _with_predecessors(current: Tensor, previous: Tensor | None) -> Tensor:
+    """B,T,... per-frame tensors -> B*T rows, each frame's predecessor's: frame 0 takes `previous`
+    (B,...: carried in from an earlier chunk) or, when None, itself, as a stream's first frame does."""
+    first = current[:, :1] if previous is None else previous.unsqueeze(1)
+    return torch.cat([first, current[:, :-1]], dim=1).flatten(0, 1)
+
+
 def stkd_student(
     width_mult: float = 0.5,
     temporal_channels: int = 64,
     decoder_channels: int = 32,
     pretrained_encoder: str | None = None,
+    motion_channels: int = 0,
 ) -> STKDStudent:
     """Build the student; `pretrained_encoder` is a local torchvision-style MobileNetV2 checkpoint."""
-    model = STKDStudent(StudentConfig(width_mult, temporal_channels, decoder_channels))
+    model = STKDStudent(StudentConfig(width_mult, temporal_channels, decoder_channels, motion_channels))
     if pretrained_encoder:
         model.encoder.load_pretrained(pretrained_encoder)
     return model

@@ -1,0 +1,98 @@
+"""The motion branch: stride-8 evidence from the previous frame, carried in the one state tensor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.finetune import load_initial_weights
+from service.model import ModelStore, stkd_student
+from service.model.onnx_step import OnnxStep, export_step
+from service.model.step import TOLERANCE, StreamStep, step_disagreement
+from service.model.store import Manifest
+
+STATE_BUDGET = 64 * 1024  # bytes of state per session at the default input size (issue "Real-world accuracy")
+
+
+def moving_student(seed: int = 0) -> torch.nn.Module:
+    """A student with a motion branch whose cue is not zero (a fresh one adds nothing by design)."""
+    torch.manual_seed(seed)
+    model = stkd_student(motion_channels=4).eval()
+    torch.nn.init.normal_(model.motion.cue.weight, std=0.5)
+    return model
+
+
+def test_the_state_grows_within_budget_and_the_flops_barely_move() -> None:
+    plain, moving = stkd_student().eval(), stkd_student(motion_channels=4).eval()
+    assert plain.state_shape((352, 352)) == (64, 11, 11)
+    assert moving.state_shape((352, 352)) == (128, 11, 11)
+    assert 4 * 128 * 11 * 11 <= STATE_BUDGET
+    from service.model.complexity import count_flops
+
+    assert count_flops(moving) <= 1.02 * count_flops(plain) <= 1.5e9
+
+
+@pytest.mark.parametrize("size", [(320, 288), (336, 200)])  # the second is no multiple of 32: padded packing
+def test_a_clip_in_one_pass_equals_stepping_frame_by_frame(size: tuple[int, int]) -> None:
+    model = moving_student()
+    clip = torch.rand(2, 4, 3, *size)
+    with torch.no_grad():
+        offline = model.forward_clip(clip)
+        previous, stepped = None, []
+        for t in range(4):
+            output = model(clip[:, t], previous)
+            previous = output.state
+            stepped.append(output.logits)
+        assert offline.state.shape[1:] == model.state_shape(size)
+        torch.testing.assert_close(torch.stack(stepped, 1), offline.logits.unflatten(0, (2, 4)), atol=1e-5, rtol=0)
+        carried = model.forward_clip(clip[:, 2:], offline.state.unflatten(0, (2, 4))[:, 1])  # a later chunk
+        torch.testing.assert_close(carried.logits, offline.logits.unflatten(0, (2, 4))[:, 2:].flatten(0, 1),
+                                   atol=1e-5, rtol=0)
+
+
+def test_the_previous_frames_fine_features_reach_the_map_and_fresh_rows_ignore_them() -> None:
+    model = moving_student()
+    frames = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        first = model(frames)
+        deep_only = first.state.clone()
+        deep_only[:, 64:] = model(torch.rand(2, 3, 128, 128)).state[:, 64:]  # another frame's fine part only
+        moved = model(frames, deep_only).logits
+        assert (moved - first.logits).abs().max() > 1e-4  # the stride-8 part alone changes the map
+        fresh = model(frames, deep_only, torch.tensor([True, False])).logits
+        torch.testing.assert_close(fresh[:1], first.logits[:1], atol=1e-5, rtol=0)
+
+
+def test_a_student_gaining_the_branch_starts_exactly_as_its_source(tmp_path: Path) -> None:
+    source = stkd_student().eval()
+    grown = stkd_student(motion_channels=4)
+    load_initial_weights(grown, source.state_dict(), "source")
+    grown.eval()
+    clip = torch.rand(1, 3, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(grown.forward_clip(clip).logits, source.forward_clip(clip).logits, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="do not fit this student"):
+        load_initial_weights(stkd_student(), grown.state_dict(), "grown")  # the other way round loses the branch
+
+
+def test_the_exported_step_carries_the_motion_state(tmp_path: Path) -> None:
+    model = moving_student()
+    path = tmp_path / "step.onnx"
+    record = export_step(model, (160, 160), path)
+    assert record["max_probability_error"] <= TOLERANCE and record["outputs"]["state"] == ["batch", 128, 5, 5]
+    rows = {"frames": (3, 160, 160), "previous": model.state_shape((160, 160)), "fresh": ()}
+    graph = OnnxStep(path, torch.device("cpu"), rows, threads=1)
+    assert step_disagreement(graph, StreamStep(model), model, (160, 160), stream_frames=4) <= TOLERANCE
+
+
+def test_the_store_round_trips_a_model_with_the_branch(tmp_path: Path) -> None:
+    model = moving_student()
+    store = ModelStore(tmp_path)
+    store.save(model, Manifest("moving", "", {}, (160, 160), "1", ""), step_graph=False)
+    loaded, manifest = store.load("moving")
+    assert manifest.config["motion_channels"] == 4 and loaded.state_shape((160, 160)) == (128, 5, 5)
+    frames = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(frames).logits, model(frames).logits, atol=1e-6, rtol=0)
