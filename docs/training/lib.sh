@@ -17,3 +17,15 @@ model_at() {
 # The default model's versions, by the commit that shipped each.
 VERSION_1=78d1c92  # synthetic clips only: where the real-world runs start
 VERSION_2=37967cf  # docs/training/real-mix.sh's run
+
+# score STORE MODEL OUT_DIR LABEL=ROOT...: score a stored model on the val split of each ROOT once,
+# into OUT_DIR/MODEL-LABEL.json (a file already there is kept).
+score() {
+  local store=$1 model=$2 out_dir=$3 set; shift 3
+  mkdir -p "$out_dir"
+  for set in "$@"; do
+    local out=$out_dir/$model-${set%%=*}.json
+    [[ -f $out ]] || vsod-train eval --dataset davis --root "${set#*=}" --split val --model "$model" --store "$store" \
+      --threads "${THREADS:-2}" --no-progress --json "$out"
+  done
+}

@@ -48,21 +48,12 @@ train() {  # train NAME ARGS...
   fi
 }
 
-score() {  # score MODEL: every validation set, each once
-  local model=$1 set label root
-  for set in "real $REAL/val" "real-consecutive $REAL/val-consecutive" "synth $DATA/synth"; do
-    read -r label root <<<"$set"
-    local out=$RUNS/ablation-scores/$model-$label.json
-    [[ -f $out ]] || vsod-train eval --dataset davis --root "$root" --split val --model "$model" --store "$STORE" \
-      --threads "$THREADS" --no-progress --json "$out"
-  done
-}
-
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 model_at "$VERSION_1" "$INIT"
-mkdir -p "$RUNS/ablation-scores" "$STORE"
+mkdir -p "$STORE"
 model_at "$VERSION_1" "$STORE/vsod-student-v1"
-score vsod-student-v1
+SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth")
+score "$STORE" vsod-student-v1 "$RUNS/ablation-scores" "${SETS[@]}"
 for row in $ROWS; do
   log "row $row"
   case $row in
@@ -72,6 +63,6 @@ for row in $ROWS; do
     both) train both "${MIX[@]}" --soft-temporal "$TKD_WEIGHT" ;;
     *) log "unknown row $row (exact, soft, tkd, both)"; exit 1 ;;
   esac
-  score "ablation-$row"
+  score "$STORE" "ablation-$row" "$RUNS/ablation-scores" "${SETS[@]}"
 done
 log "done: $RUNS/ablation-scores"
