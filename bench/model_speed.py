@@ -4,6 +4,7 @@
     python bench/model_speed.py --model vsod-student    # a model from the store
     python bench/model_speed.py --threads 4 --runs 50 --batches 1 4 8
     python bench/model_speed.py --model vsod-student --subjects student spatial temporal
+    python bench/model_speed.py --model motion-mix --baseline vsod-student --size 256 256 --modes onnxruntime
 
 Prints a table, then one JSON line (the last line) with every number and the machine it came from.
 Each timed call is one forward pass in the streaming steady state (a frame plus the previous frame's
@@ -16,7 +17,10 @@ graph: the store's when its input size is `--size`, else one exported to a tempo
 `torchscript` and `eager`, each checked against the eager model at every batch before timing. Its
 configurations (mode x threads x batch) are timed in `--rounds` interleaved rounds with the modes'
 order rotating, so the machine's drift hits every mode alike; each ratio (`torchscript/onnxruntime`:
-ms per frame over the first `--modes` entry's) is the median of the per-round ratios.
+ms per frame over the first `--modes` entry's) is the median of the per-round ratios. With
+`--baseline MODEL`, that stored student runs in the same rounds, each mode beside the same mode of
+the student, and `MODE/baseline:MODE` gives how many times slower the student is: the check of the
+"streaming step within 2x of today's" budget when a student grows.
 
 Teachers (`--subjects spatial temporal`, from distill.teachers: fresh weights, which do not change
 the cost) have no step graph: `eager` and `torchscript` (traced per batch size, then
@@ -80,11 +84,13 @@ class Subject:
     keep: list[object] = field(default_factory=list)  # what must outlive the subject (a temp folder)
 
 
-def student_subject(args: argparse.Namespace) -> Subject:
+def student_subject(args: argparse.Namespace, model: str | None = None) -> Subject:
+    """The student `model` from the store (default `--model`; none: a fresh, untrained one)."""
+    model = model or args.model
     size = tuple(args.size)
     store = ModelStore(args.store)
-    if args.model:
-        student, manifest = store.load(args.model)
+    if model:
+        student, manifest = store.load(model)
         name = f"student:{manifest.model_id}"
     else:
         student, manifest, name = stkd_student(), None, "student:fresh"
@@ -98,7 +104,7 @@ def student_subject(args: argparse.Namespace) -> Subject:
     subject = Subject(name, StreamStep(student).eval(), inputs, student, student=student)
     if "onnxruntime" in args.modes:
         if manifest is not None and manifest.step_graph and tuple(manifest.input_size) == size:
-            subject.graph, subject.graph_source = store.step_graph(args.model, manifest), "store"
+            subject.graph, subject.graph_source = store.step_graph(model, manifest), "store"
         else:  # only the batch of a step graph is dynamic: export one at the timed size
             folder = tempfile.TemporaryDirectory(prefix="vsod-speed-")
             subject.keep.append(folder)
@@ -195,56 +201,75 @@ def base_result(subject: Subject, args: argparse.Namespace) -> dict[str, object]
             "ms_per_frame": {}, "ms_per_frame_best": {}}
 
 
-def bench_student(subject: Subject, args: argparse.Namespace) -> dict[str, object]:
-    """The student through the server's backends, configurations interleaved in rounds (module doc)."""
+BASELINE = "baseline:"  # the prefix of the --baseline student's modes
+
+
+def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject | None = None) -> dict[str, object]:
+    """The student through the server's backends, configurations interleaved in rounds (module doc);
+    with `baseline`, that student's modes join the same rounds, prefixed `baseline:`."""
     assert subject.student is not None
     result = base_result(subject, args)
     modes = [m for m in args.modes if m in STUDENT_MODES]
+    students = {"": subject, **({BASELINE: baseline} if baseline is not None else {})}
+    labels = [prefix + mode for prefix in students for mode in modes]
     runtimes: dict[tuple[str, int], StepRuntime] = {}
     actual: dict[str, str] = {}
     for threads in args.threads:
         torch.set_num_threads(threads)  # the server sets its thread count before it builds the runtime
-        for mode in modes:
-            runtime = StepRuntime(subject.student, torch.device("cpu"), tuple(args.size), mode,  # type: ignore[arg-type]
-                                  subject.graph, threads)
-            if runtime.mode != EXPECTED_MODE[mode]:
-                print(f"warning: backend {mode} runs as {runtime.mode} (see the log above)", file=sys.stderr)
-            runtimes[mode, threads] = runtime
-            actual[mode] = runtime.mode
+        for prefix, timed in students.items():
+            for mode in modes:
+                runtime = StepRuntime(timed.student, torch.device("cpu"), tuple(args.size), mode,  # type: ignore[arg-type]
+                                      timed.graph, threads)
+                if runtime.mode != EXPECTED_MODE[mode]:
+                    print(f"warning: {timed.name}: backend {mode} runs as {runtime.mode} (see the log above)",
+                          file=sys.stderr)
+                runtimes[prefix + mode, threads] = runtime
+                actual[prefix + mode] = runtime.mode
     result["modes"] = actual
     if subject.graph is not None:
         result["step_graph"] = subject.graph_source
-    examples = {batch: subject.inputs(batch)[:2] for batch in args.batches}  # frames, previous: a steady stream
+    if baseline is not None:
+        result["baseline"] = {"name": baseline.name, "params": count_parameters(baseline.network),
+                              "gflops": round(count_flops(baseline.network, tuple(args.size)) / 1e9, 4)}
+    # frames, previous: a steady stream, each student with a state of its own shape
+    examples = {prefix: {batch: timed.inputs(batch)[:2] for batch in args.batches} for prefix, timed in students.items()}
     per_round = max(1, math.ceil(args.runs / args.rounds))
     samples: dict[str, list[float]] = {}
     round_ms: dict[str, list[float]] = {}
     with torch.inference_mode():
         for threads in args.threads:  # warm-up, and each backend checked against eager at each batch
             torch.set_num_threads(threads)
-            for batch, example in examples.items():
-                reference = subject.student(*example).logits.sigmoid()
-                for mode in modes:
-                    runtime = runtimes[mode, threads]
-                    torch.testing.assert_close(runtime(*example)[0].sigmoid(), reference, rtol=0, atol=1e-3)
-                    for _ in range(args.warmup):
-                        runtime(*example)
+            for prefix, timed in students.items():
+                assert timed.student is not None
+                for batch, example in examples[prefix].items():
+                    reference = timed.student(*example).logits.sigmoid()
+                    for mode in modes:
+                        runtime = runtimes[prefix + mode, threads]
+                        torch.testing.assert_close(runtime(*example)[0].sigmoid(), reference, rtol=0, atol=1e-3)
+                        for _ in range(args.warmup):
+                            runtime(*example)
         for index in range(args.rounds):
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                for batch, example in examples.items():
-                    for mode in modes[index % len(modes):] + modes[: index % len(modes)]:  # rotate the order
-                        runtime = runtimes[mode, threads]
+                for batch in args.batches:
+                    for label in labels[index % len(labels):] + labels[: index % len(labels)]:  # rotate the order
+                        runtime = runtimes[label, threads]
+                        example = examples[BASELINE if label.startswith(BASELINE) else ""][batch]
                         runtime(*example)  # one untimed call: the thread count or the shape just changed
                         times = timed_calls(lambda r=runtime, x=example: r(*x), per_round)
-                        samples.setdefault(key(mode, batch, threads), []).extend(times)
-                        round_ms.setdefault(key(mode, batch, threads), []).append(1000 * statistics.median(times) / batch)
+                        samples.setdefault(key(label, batch, threads), []).extend(times)
+                        round_ms.setdefault(key(label, batch, threads), []).append(1000 * statistics.median(times) / batch)
     timings: dict[str, float] = result["ms_per_frame"]  # type: ignore[assignment]
     best: dict[str, float] = result["ms_per_frame_best"]  # type: ignore[assignment]
     for name, times in samples.items():
-        batch = int(name.split("_b")[1].split("_t")[0])
+        batch = int(name.rsplit("_b", 1)[1].split("_t")[0])
         timings[name] = round(1000 * statistics.median(times) / batch, 3)
         best[name] = round(1000 * min(times) / batch, 3)
-    result["ratios"] = mode_ratios(round_ms, modes, args.batches, args.threads)
+    ratios = mode_ratios(round_ms, modes, args.batches, args.threads)
+    if baseline is not None:
+        for mode in modes:
+            ratios.update(mode_ratios(round_ms, [BASELINE + mode, mode], args.batches, args.threads))
+    result["ratios"] = ratios
     return result
 
 
@@ -326,13 +351,13 @@ def relative_to_student(results: dict[str, dict[str, object]]) -> dict[str, dict
 
 
 def print_table(results: dict[str, dict[str, object]]) -> None:
-    print(f"{'model':<32} {'mode':<12} {'threads':>7} {'batch':>5} {'ms/frame':>9} {'frames/s':>9} {'best ms':>8}")
+    print(f"{'model':<32} {'mode':<22} {'threads':>7} {'batch':>5} {'ms/frame':>9} {'frames/s':>9} {'best ms':>8}")
     for name, result in results.items():
         for k, ms in result["ms_per_frame"].items():  # type: ignore[union-attr]
             mode, rest = k.rsplit("_b", 1)
             batch, threads = rest.split("_t")
             fastest = result["ms_per_frame_best"][k]  # type: ignore[index]
-            print(f"{name:<32} {mode:<12} {threads:>7} {batch:>5} {ms:>9.2f} {1000 / ms:>9.1f} {fastest:>8.2f}")
+            print(f"{name:<32} {mode:<22} {threads:>7} {batch:>5} {ms:>9.2f} {1000 / ms:>9.1f} {fastest:>8.2f}")
         print(f"{name:<32} params {result['params'] / 1e6:.3f} M, {result['gflops']:.3f} GFLOPs/frame")
         for ratio, cells in result.get("ratios", {}).items():  # type: ignore[union-attr]
             print(f"{name:<32} {ratio} ms/frame (median of rounds): "
@@ -343,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model name in the store (default: a fresh, untrained student)")
     parser.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
+    parser.add_argument("--baseline", metavar="MODEL",
+                        help="a stored student to time in the same rounds as the student: each mode's ms/frame "
+                        "as a multiple of the baseline's (e.g. a grown student against the shipped default)")
     parser.add_argument("--subjects", nargs="+", default=["student"], choices=sorted(SUBJECTS))
     parser.add_argument("--size", type=int, nargs=2, default=[352, 352], metavar=("H", "W"))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch and ONNX Runtime threads")
@@ -362,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, object]] = {}
     for name in args.subjects:
         subject = SUBJECTS[name](args)
-        results[subject.name] = bench_teacher(subject, args) if subject.teacher else bench_student(subject, args)
+        if subject.teacher:
+            results[subject.name] = bench_teacher(subject, args)
+        else:
+            baseline = student_subject(args, args.baseline) if args.baseline else None
+            results[subject.name] = bench_student(subject, args, baseline)
     print_table(results)
     relative = relative_to_student(results)
     for name, ratios in relative.items():
