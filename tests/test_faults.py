@@ -37,7 +37,7 @@ from tests.servers import (
 
 WAIT_S = 180  # upper bounds for a busy two-core machine, not speed targets
 SETTINGS = {"job_lease_s": 1.5, "clip_chunk": 2, "redis_retry_s": 0.5}
-FRAMES = 120  # for the killed job: enough two-frame chunks that it is caught mid-way
+FRAMES = 360  # for the killed job: enough two-frame chunks that it is caught mid-way, on a fast machine too
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
 
