@@ -1,5 +1,12 @@
 # Shared by the docs/training scripts: source it, don't run it.
 
+# Where data, runs and scored models live (outside the repository); each may be set in the environment.
+DATA=${DATA:-/work/data}
+REAL=${REAL:-$DATA/real}
+RUNS=${RUNS:-/work/runs}
+STORE=${STORE:-$RUNS/store}
+THREADS=${THREADS:-2}
+
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 
 # model_at REV DEST: the default model as commit REV shipped it, copied into the model-store folder

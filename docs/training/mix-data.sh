@@ -14,8 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
-DATA=${DATA:-/work/data}
-REAL=${REAL:-$DATA/real}
 backgrounds=()
 for folder in /usr/share/backgrounds /usr/share/wallpapers /usr/share/desktop-base; do
   [[ -d $folder ]] && backgrounds+=("$folder")

@@ -14,13 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
-DATA=${DATA:-/work/data}
-REAL=${REAL:-$DATA/real}
-RUNS=${RUNS:-/work/runs}
 RUN=${RUN:-$RUNS/motion-mix}
-STORE=${STORE:-$RUNS/store}
 STEPS=${STEPS:-1500}
-THREADS=${THREADS:-2}
 INIT=$RUNS/models/version-2
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh

@@ -23,12 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
-DATA=${DATA:-/work/data}
-REAL=${REAL:-$DATA/real}
-RUNS=${RUNS:-/work/runs}
-STORE=${STORE:-$RUNS/store}
 STEPS=${STEPS:-1975}
-THREADS=${THREADS:-2}
 ROWS=${ROWS:-exact soft tkd both}
 TKD_WEIGHT=${TKD_WEIGHT:-10}
 INIT=$RUNS/models/version-1

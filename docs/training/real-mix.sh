@@ -20,14 +20,10 @@
 # data order, schedule and time budget).
 set -euo pipefail
 cd "$(dirname "$0")/../.."  # the repository root: model_store/ is relative to it
-DATA=${DATA:-/work/data}
-REAL=${REAL:-$DATA/real}
-RUNS=${RUNS:-/work/runs}
+source docs/training/lib.sh
 RUN=${RUN:-$RUNS/real-mix}
 MINUTES=${MINUTES:-60}
 INIT=${INIT:-$RUNS/models/version-1}  # the run starts from version 1, extracted from git
-THREADS=${THREADS:-2}
-source docs/training/lib.sh
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 
