@@ -10,18 +10,21 @@ import torch
 from service.model import Manifest, ModelStore, stkd_student
 
 TEST_MODEL = "test-student"
+TEST_MOTION_MODEL = "test-motion-student"  # the same with a motion branch (a state twice as large)
 TEST_INPUT_SIZE = (128, 128)
 
 
-def calibrated_student(seed: int = 0) -> torch.nn.Module:
+def calibrated_student(seed: int = 0, motion_channels: int = 0) -> torch.nn.Module:
     """A random student whose batch-norm statistics come from real forward passes.
 
     A fresh network in eval mode has unit running variances, under which its activations fade to
     ~1e-7 by stride 32; calibrated statistics keep every path (the temporal one too) alive, so
-    comparisons in tests mean something.
+    comparisons in tests mean something. With a motion branch, its cue starts random, not at zero.
     """
     torch.manual_seed(seed)
-    model = stkd_student(width_mult=0.5)
+    model = stkd_student(width_mult=0.5, motion_channels=motion_channels)
+    if model.motion is not None:
+        torch.nn.init.normal_(model.motion.cue.weight, std=0.5)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average over the calibration passes
@@ -32,8 +35,9 @@ def calibrated_student(seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def make_test_store(root: Path, name: str = TEST_MODEL, input_size: tuple[int, int] = TEST_INPUT_SIZE) -> ModelStore:
-    model = calibrated_student()
+def make_test_store(root: Path, name: str = TEST_MODEL, input_size: tuple[int, int] = TEST_INPUT_SIZE,
+                    motion_channels: int = 0) -> ModelStore:
+    model = calibrated_student(motion_channels=motion_channels)
     store = ModelStore(root)
     manifest = Manifest(name, "stkd-student", {}, input_size, "test", sha256="")
     store.save(model, manifest, report="# test model\nRandom weights, seed 0, for tests only.\n")
@@ -49,3 +53,9 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 def model_store_env(model_store: ModelStore) -> dict[str, str]:
     """Environment variables that point a subprocess (CLI, server) at the test store and model."""
     return {"VSOD_MODEL_STORE": str(model_store.root), "VSOD_MODEL": TEST_MODEL}
+
+
+@pytest.fixture(scope="session")
+def motion_model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """A store of its own holding a student with a motion branch (TEST_MOTION_MODEL)."""
+    return make_test_store(tmp_path_factory.mktemp("motion_model_store"), TEST_MOTION_MODEL, motion_channels=4)

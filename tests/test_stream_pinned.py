@@ -1,7 +1,8 @@
 """What a client of a live stream receives equals stepping the model by hand, byte for byte: any
 refactoring of the stream path (state format, store, engine, route) must leave it exactly so.
 
-One session runs through a Redis-backed server: PNG masks, then raw ones, a reconnection that resumes
+One session runs through a Redis-backed server (a plain student, and one with a motion branch,
+whose state is twice as large): PNG masks, then raw ones, a reconnection that resumes
 the session with its context, and a reset. The oracle is the model itself, in this process: the
 same frame bytes decoded as the server decodes them, stepped through `Predictor` with the state
 carried, dropped at the reset, and kept across the reconnection. Exact equality holds on any
@@ -19,7 +20,7 @@ import pytest
 from service.masks import encode_mask
 from service.model import ModelStore, Predictor
 from service.video import decode_image_bytes
-from tests.conftest import TEST_MODEL
+from tests.conftest import TEST_MODEL, TEST_MOTION_MODEL
 from tests.servers import (
     REDIS_URL,
     delete_prefix,
@@ -83,18 +84,21 @@ def stepped_masks(predictor: Predictor, encoded: list[bytes]) -> list[bytes]:
     return bodies
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
-def test_served_stream_masks_equal_stepping_the_model(model_store: ModelStore, model_store_env: dict[str, str],
-                                                      backend: str) -> None:
+@pytest.mark.parametrize(("model", "backend"), [(TEST_MODEL, "onnxruntime"), (TEST_MODEL, "torchscript"),
+                                               (TEST_MOTION_MODEL, "onnxruntime")])
+def test_served_stream_masks_equal_stepping_the_model(model_store: ModelStore, motion_model_store: ModelStore,
+                                                      model: str, backend: str) -> None:
+    store = motion_model_store if model == TEST_MOTION_MODEL else model_store
     encoded = stream_frames()
     prefix = redis_prefix()
     try:
-        with running_server(model_store_env, redis_url=REDIS_URL, redis_prefix=prefix, backend=backend) as server:
+        with running_server({"VSOD_MODEL_STORE": str(store.root), "VSOD_MODEL": model}, redis_url=REDIS_URL,
+                            redis_prefix=prefix, backend=backend) as server:
             served, resumed_at = served_masks(server.ws_url, encoded)
     finally:
         delete_prefix(prefix)
     assert resumed_at == RESUME_AT
-    predictor = Predictor.from_store(TEST_MODEL, model_store, "cpu", backend, threads=1)
+    predictor = Predictor.from_store(model, store, "cpu", backend, threads=1)
     expected = stepped_masks(predictor, encoded)
     assert [len(body) for body in served] == [len(body) for body in expected]
     differing = [index for index, (a, b) in enumerate(zip(served, expected)) if a != b]
