@@ -37,11 +37,16 @@ def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
 def load_initial_weights(model: nn.Module, weights: dict[str, Tensor], source: str | Path) -> None:
     """Load strictly, except that a student gaining a motion branch starts that branch fresh (its cue
     starts at zero, so the fine-tuned model starts exactly as the source)."""
+    hint = "--width-mult and --motion-channels must allow them"
+    own = model.state_dict()
+    reshaped = [key for key, value in weights.items() if key in own and own[key].shape != value.shape]
+    if reshaped:
+        raise ValueError(f"--init-from {source}: its weights do not fit this student ({reshaped[0]} "
+                         f"{tuple(weights[reshaped[0]].shape)}, here {tuple(own[reshaped[0]].shape)}): {hint}")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     strange = [key for key in missing if not key.startswith("motion.")] + list(unexpected)
     if strange:
-        raise ValueError(f"--init-from {source}: its weights do not fit this student (e.g. {strange[0]}): "
-                         "--width-mult and --motion-channels must allow them")
+        raise ValueError(f"--init-from {source}: its weights do not fit this student (e.g. {strange[0]}): {hint}")
 
 
 def init_lineage(path: Path) -> dict[str, str]:

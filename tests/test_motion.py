@@ -75,6 +75,8 @@ def test_a_student_gaining_the_branch_starts_exactly_as_its_source(tmp_path: Pat
         torch.testing.assert_close(grown.forward_clip(clip).logits, source.forward_clip(clip).logits, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="do not fit this student"):
         load_initial_weights(stkd_student(), grown.state_dict(), "grown")  # the other way round loses the branch
+    with pytest.raises(ValueError, match=r"motion.squeeze.0.weight \(4, 16, 1, 1\), here \(8, 16, 1, 1\)"):
+        load_initial_weights(stkd_student(motion_channels=8), grown.state_dict(), "grown")
 
 
 def test_the_exported_step_carries_the_motion_state(tmp_path: Path) -> None:
