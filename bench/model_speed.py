@@ -18,9 +18,10 @@ graph: the store's when its input size is `--size`, else one exported to a tempo
 configurations (mode x threads x batch) are timed in `--rounds` interleaved rounds with the modes'
 order rotating, so the machine's drift hits every mode alike; each ratio (`torchscript/onnxruntime`:
 ms per frame over the first `--modes` entry's) is the median of the per-round ratios. With
-`--baseline MODEL`, that stored student runs in the same rounds, each mode beside the same mode of
-the student, and `MODE/baseline:MODE` gives how many times slower the student is: the check of the
-"streaming step within 2x of today's" budget when a student grows.
+`--baseline MODEL`, that stored student runs in the same rounds at the input size it is served at
+(its manifest's), each mode beside the same mode of the student, and `MODE/baseline:MODE` gives how
+many times slower the student is: the check of the "streaming step within 2x of today's" budget when
+a student grows.
 
 Teachers (`--subjects spatial temporal`, from distill.teachers: fresh weights, which do not change
 the cost) have no step graph: `eager` and `torchscript` (traced per batch size, then
@@ -82,16 +83,20 @@ class Subject:
     teacher: bool = False
     flops: Callable[[tuple[int, int]], float] | None = None
     keep: list[object] = field(default_factory=list)  # what must outlive the subject (a temp folder)
+    size: tuple[int, int] = (352, 352)  # the input (height, width) it is timed at
 
 
-def student_subject(args: argparse.Namespace, model: str | None = None) -> Subject:
-    """The student `model` from the store (default `--model`; none: a fresh, untrained one)."""
+def student_subject(args: argparse.Namespace, model: str | None = None, served_size: bool = False) -> Subject:
+    """The student `model` from the store (default `--model`; none: a fresh, untrained one), timed at
+    `--size`, or with `served_size` at the input size its manifest gives (as the server runs it)."""
     model = model or args.model
-    size = tuple(args.size)
+    size = (int(args.size[0]), int(args.size[1]))
     store = ModelStore(args.store)
     if model:
         student, manifest = store.load(model)
         name = f"student:{manifest.model_id}"
+        if served_size:
+            size = manifest.input_size
     else:
         student, manifest, name = stkd_student(), None, "student:fresh"
     student.eval()
@@ -101,7 +106,7 @@ def student_subject(args: argparse.Namespace, model: str | None = None) -> Subje
         # The server's call: frames, the previous state, and which rows start a stream (none here).
         return torch.rand(batch, 3, *size), torch.rand(batch, *state_shape), torch.zeros(batch, dtype=torch.bool)
 
-    subject = Subject(name, StreamStep(student).eval(), inputs, student, student=student)
+    subject = Subject(name, StreamStep(student).eval(), inputs, student, student=student, size=size)
     if "onnxruntime" in args.modes:
         if manifest is not None and manifest.step_graph and tuple(manifest.input_size) == size:
             subject.graph, subject.graph_source = store.step_graph(model, manifest), "store"
@@ -218,7 +223,7 @@ def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject 
         torch.set_num_threads(threads)  # the server sets its thread count before it builds the runtime
         for prefix, timed in students.items():
             for mode in modes:
-                runtime = StepRuntime(timed.student, torch.device("cpu"), tuple(args.size), mode,  # type: ignore[arg-type]
+                runtime = StepRuntime(timed.student, torch.device("cpu"), timed.size, mode,  # type: ignore[arg-type]
                                       timed.graph, threads)
                 if runtime.mode != EXPECTED_MODE[mode]:
                     print(f"warning: {timed.name}: backend {mode} runs as {runtime.mode} (see the log above)",
@@ -229,8 +234,9 @@ def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject 
     if subject.graph is not None:
         result["step_graph"] = subject.graph_source
     if baseline is not None:
-        result["baseline"] = {"name": baseline.name, "params": count_parameters(baseline.network),
-                              "gflops": round(count_flops(baseline.network, tuple(args.size)) / 1e9, 4)}
+        result["baseline"] = {"name": baseline.name, "input": list(baseline.size),
+                              "params": count_parameters(baseline.network),
+                              "gflops": round(count_flops(baseline.network, baseline.size) / 1e9, 4)}
     # frames, previous: a steady stream, each student with a state of its own shape
     examples = {prefix: {batch: timed.inputs(batch)[:2] for batch in args.batches} for prefix, timed in students.items()}
     per_round = max(1, math.ceil(args.runs / args.rounds))
@@ -369,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a model name in the store (default: a fresh, untrained student)")
     parser.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")
     parser.add_argument("--baseline", metavar="MODEL",
-                        help="a stored student to time in the same rounds as the student: each mode's ms/frame "
-                        "as a multiple of the baseline's (e.g. a grown student against the shipped default)")
+                        help="a stored student to time in the same rounds as the student, at the input size its "
+                        "manifest gives: each mode's ms/frame as a multiple of the baseline's (e.g. a grown student "
+                        "against the shipped default)")
     parser.add_argument("--subjects", nargs="+", default=["student"], choices=sorted(SUBJECTS))
     parser.add_argument("--size", type=int, nargs=2, default=[352, 352], metavar=("H", "W"))
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch and ONNX Runtime threads")
@@ -393,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         if subject.teacher:
             results[subject.name] = bench_teacher(subject, args)
         else:
-            baseline = student_subject(args, args.baseline) if args.baseline else None
+            baseline = student_subject(args, args.baseline, served_size=True) if args.baseline else None
             results[subject.name] = bench_student(subject, args, baseline)
     print_table(results)
     relative = relative_to_student(results)
