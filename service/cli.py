@@ -256,7 +256,7 @@ def run_models(args: argparse.Namespace) -> int:
         return 0
     header = ["NAME", "INPUT", "VERSION", "STEP GRAPH"]  # onnx: VSOD_BACKEND=onnxruntime (auto's choice on a CPU) can serve it
     if args.verbose:
-        header += ["PARAMS", "GFLOPs@352x352", "GFLOPs@input"]
+        header += ["PARAMS", "GFLOPs@352x352", "GFLOPs@input", "STATE@input"]
     rows = [header + ["METRICS"]]
     for name in names:
         try:
@@ -279,10 +279,12 @@ def _measured(store: Any, name: str, input_size: tuple[int, int]) -> list[str]:
     from service.model.complexity import count_flops, count_parameters
 
     model, _ = store.load(name)
+    state_bytes = 4 * math.prod(model.state_shape(input_size))  # float32: what a live session carries per frame
     return [
         f"{count_parameters(model) / 1e6:.3f}M",
         f"{count_flops(model, (352, 352)) / 1e9:.3f}",
         f"{count_flops(model, tuple(input_size)) / 1e9:.3f}",
+        f"{state_bytes / 1024:.1f}KiB",
     ]
 
 

@@ -262,9 +262,11 @@ def test_models_lists_store(model_store_env: dict[str, str]) -> None:
 def test_models_verbose_prints_measured_numbers(model_store_env: dict[str, str], model_store: ModelStore) -> None:
     result = run_vsod(model_store_env, "models", "--verbose")
     assert result.returncode == 0, result.stderr
-    row = re.search(rf"^{TEST_MODEL}\s+128x128\s+test\s+onnx\s+([\d.]+)M\s+([\d.]+)\s+([\d.]+)", result.stdout, re.M)
+    row = re.search(rf"^{TEST_MODEL}\s+128x128\s+test\s+onnx\s+([\d.]+)M\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)KiB",
+                    result.stdout, re.M)
     assert row, result.stdout
-    params, gflops_352, gflops_input = (float(g) for g in row.groups())
+    params, gflops_352, gflops_input, state_kib = (float(g) for g in row.groups())
+    assert state_kib == pytest.approx(4 * 64 * 4 * 4 / 1024, abs=0.05)  # 64 channels on the 4x4 stride-32 grid of 128x128
     model, _ = model_store.load(TEST_MODEL)
     assert params == pytest.approx(count_parameters(model) / 1e6, abs=1e-3)
     assert gflops_352 == pytest.approx(count_flops(model, (352, 352)) / 1e9, abs=1e-3)
