@@ -14,14 +14,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at module top, so `vsod-train --help` stays fast and a broken optional
     # dependency only breaks the command that needs it.
-    from distill import distillation, evaluate, export, train
+    from distill import distillation, evaluate, export, train_command
     from distill.data import synthetic
     from distill.teachers import labelling, training as teachers
 
     parser = argparse.ArgumentParser(prog="vsod-train", description="Train, distil and evaluate vsod models.")
     commands = parser.add_subparsers(dest="command", required=True)
     synthetic.add_synth_command(commands)
-    train.add_train_command(commands)
+    train_command.add_train_command(commands)
     teachers.add_teacher_command(commands)
     labelling.add_label_commands(commands)
     distillation.add_distill_command(commands)

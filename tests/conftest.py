@@ -14,12 +14,14 @@ TEST_MOTION_MODEL = "test-motion-student"  # the same with a motion branch (a st
 TEST_INPUT_SIZE = (128, 128)
 
 
-def calibrated_student(seed: int = 0, motion_channels: int = 0) -> torch.nn.Module:
+def calibrated_student(seed: int = 0, motion_channels: int = 0, size: int = 96) -> torch.nn.Module:
     """A random student whose batch-norm statistics come from real forward passes.
 
     A fresh network in eval mode has unit running variances, under which its activations fade to
     ~1e-7 by stride 32; calibrated statistics keep every path (the temporal one too) alive, so
     comparisons in tests mean something. With a motion branch, its cue starts random, not at zero.
+    Calibrated at `size`, the input it will serve at: statistics from another size leave it so
+    badly conditioned that its exported step lands near the 1e-3 agreement bound (9e-4 at 384).
     """
     torch.manual_seed(seed)
     model = stkd_student(width_mult=0.5, motion_channels=motion_channels)
@@ -31,13 +33,13 @@ def calibrated_student(seed: int = 0, motion_channels: int = 0) -> torch.nn.Modu
     model.train()
     with torch.no_grad():
         for _ in range(4):
-            model(torch.rand(4, 3, 96, 96))
+            model(torch.rand(4, 3, size, size))
     return model.eval()
 
 
 def make_test_store(root: Path, name: str = TEST_MODEL, input_size: tuple[int, int] = TEST_INPUT_SIZE,
                     motion_channels: int = 0) -> ModelStore:
-    model = calibrated_student(motion_channels=motion_channels)
+    model = calibrated_student(motion_channels=motion_channels, size=max(input_size))
     store = ModelStore(root)
     manifest = Manifest(name, "stkd-student", {}, input_size, "test", sha256="")
     store.save(model, manifest, report="# test model\nRandom weights, seed 0, for tests only.\n")

@@ -1,0 +1,47 @@
+"""`vsod-train train`: the student's supervised training from the command line (the trainer: distill.train)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from distill.finetune import add_init_argument
+from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_training
+from distill.train import Trainer
+
+# The flags that define a `train` run beyond every command's (saved in the checkpoint, checked on --resume).
+TRAIN_FLAGS = (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal", "motion_channels")
+
+
+def add_train_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="supervised training of the student on clips of consecutive frames",
+        description="Train the STKD student (BCE + IoU, deep supervision) on video clips. Checkpoints go to "
+        "RUN_DIR/last.pt (atomic writes), a JSON-lines log to RUN_DIR/train_log.jsonl; --resume continues "
+        "a run exactly where it stopped. Runs under torchrun (DDP) unchanged. Export to the model store with "
+        "`vsod-train export`.",
+    )
+    add_run_arguments(parser, {})
+    add_init_argument(parser)
+    parser.add_argument("--soft-temporal", type=float, default=None, metavar="WEIGHT",
+                        help="temporal KD from teacher-labelled clips (`labelled:` roots): the student's change "
+                        "between adjacent frames mimics the teacher's maps' change, L1 at stride 4 (default 0: off)")
+    parser.add_argument("--motion-channels", type=int, default=None, metavar="N",
+                        help="give the student a motion branch that carries N stride-8 channels of the previous "
+                        "frame (4 fits the 64 KiB state budget at 352x352; default 0: none). With --init-from a "
+                        "model without one, the branch starts at zero, so the run starts from that model exactly")
+    parser.add_argument("--no-soft-frames", dest="soft_frames", action="store_const", const=False, default=None,
+                        help="teacher-labelled clips give no per-frame target, only the --soft-temporal term "
+                        "(the ablation's temporal-KD-only row)")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.soft_temporal is not None and (not math.isfinite(args.soft_temporal) or args.soft_temporal < 0):
+        raise ValueError("--soft-temporal must be a number >= 0")
+    if args.soft_frames is False and not args.soft_temporal and not args.resume:
+        raise ValueError("--no-soft-frames needs --soft-temporal WEIGHT > 0: the teacher-labelled clips would teach nothing")
+    if args.motion_channels is not None and args.motion_channels < 0:
+        raise ValueError("--motion-channels must be 0 or more")
+    return run_training(args, Trainer, TrainConfig, TRAIN_FLAGS)
