@@ -45,10 +45,6 @@ class MotionEncoder(nn.Module):
         if self.cue.bias is not None:
             nn.init.zeros_(self.cue.bias)
 
-    def squeezed(self, fine: Tensor) -> Tensor:
-        """The few channels of a frame's stride-8 features that the next frame compares with."""
-        return self.squeeze(fine)
-
     def pack(self, squeezed: Tensor, grid: tuple[int, int]) -> Tensor:
         """Stride-8 channels onto the (h, w) stride-32 grid; the stride-8 map is padded to 4h x 4w."""
         height, width = grid
@@ -66,9 +62,12 @@ class MotionEncoder(nn.Module):
         `previous` is the previous frame's packed part, or None for a stream's first frame, which
         pairs with itself (no motion); `fresh` (B bools) does the same for single rows of a batch.
         """
-        current = self.squeezed(fine)
+        current = self.squeeze(fine)
         earlier = current if previous is None else self.unpack(previous, (current.shape[-2], current.shape[-1]))
         if previous is not None and fresh is not None:
             earlier = torch.where(fresh.view(-1, 1, 1, 1), current, earlier)
-        cue = self.cue(self.compare(torch.cat([current, earlier, (current - earlier).abs()], dim=1)))
-        return cue, self.pack(current, grid)
+        return self.compared(current, earlier), self.pack(current, grid)
+
+    def compared(self, current: Tensor, earlier: Tensor) -> Tensor:
+        """The cue from two frames' squeezed stride-8 features."""
+        return self.cue(self.compare(torch.cat([current, earlier, (current - earlier).abs()], dim=1)))

@@ -115,11 +115,12 @@ class STKDStudent(nn.Module):
         current = self.interframe.project(deep).unflatten(0, (batch, time))
         temporal, state = self.interframe(deep, _with_predecessors(current, previous_deep))
         if self.motion is not None:
-            grid = (deep.shape[-2], deep.shape[-1])
-            packed = self.motion.pack(self.motion.squeezed(levels[1]), grid).unflatten(0, (batch, time))
-            cue, fine_state = self.motion(levels[1], _with_predecessors(packed, previous_fine), grid)
+            grid, fine = (deep.shape[-2], deep.shape[-1]), self.motion.squeeze(levels[1])
+            packed = self.motion.pack(fine, grid)
+            paired = _with_predecessors(packed.unflatten(0, (batch, time)), previous_fine)
+            cue = self.motion.compared(fine, self.motion.unpack(paired, (fine.shape[-2], fine.shape[-1])))
             levels = [levels[0], levels[1] + cue, *levels[2:]]
-            state = torch.cat([state, fine_state], dim=1)
+            state = torch.cat([state, packed], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
 
     def _split_state(self, state: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
