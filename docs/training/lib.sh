@@ -36,3 +36,21 @@ score() {
       --threads "${THREADS:-2}" --no-progress --json "$out"
   done
 }
+
+# served_at SRC DEST SIZE: a copy of the store folder SRC that serves the same weights at SIZE x SIZE
+# (its manifest's input size changed, its step graph exported again), made once. For scoring a model
+# at another input size; the copy's manifest metrics are still SRC's.
+served_at() {
+  local src=$1 dest=$2 size=$3
+  [[ -f $dest/manifest.json ]] && return
+  rm -rf "$dest.tmp" && cp -r "$src" "$dest.tmp"
+  python3 - "$dest.tmp/manifest.json" "$size" <<'PY'
+import json, sys
+path, size = sys.argv[1], int(sys.argv[2])
+manifest = json.load(open(path))
+manifest["input_size"] = [size, size]
+json.dump(manifest, open(path, "w"), indent=2)
+PY
+  mv "$dest.tmp" "$dest"
+  vsod-train export-graph "$(basename "$dest")" --store "$(dirname "$dest")"
+}
