@@ -42,6 +42,10 @@ class InterFrameEncoder(nn.Module):
             previous = current
         elif fresh is not None:
             previous = torch.where(fresh.view(-1, 1, 1, 1), current, previous)
+        return self.attend(current, previous), current
+
+    def attend(self, current: Tensor, previous: Tensor) -> Tensor:
+        """The temporal features from two frames' projected deep features."""
         batch, channels, height, width = current.shape
         query = self.query(current).flatten(2).transpose(1, 2)  # B, N, C
         key = self.key(previous).flatten(2)  # B, C, N
@@ -51,5 +55,4 @@ class InterFrameEncoder(nn.Module):
         attended = attended.transpose(1, 2).reshape(batch, channels, height, width)
         # The gate lets the model ignore the previous frame where the match is poor (cuts, occlusion).
         attended = attended * self.gate(attended)
-        temporal = self.fuse(torch.cat([current, attended], dim=1))
-        return temporal, current
+        return self.fuse(torch.cat([current, attended], dim=1))

@@ -112,8 +112,8 @@ class STKDStudent(nn.Module):
         levels = self.encoder((frames - self.mean) / self.std)
         deep = levels[3]
         previous_deep, previous_fine = self._split_state(previous)
-        current = self.interframe.project(deep).unflatten(0, (batch, time))
-        temporal, state = self.interframe(deep, _with_predecessors(current, previous_deep))
+        state = self.interframe.project(deep)
+        temporal = self.interframe.attend(state, _with_predecessors(state.unflatten(0, (batch, time)), previous_deep))
         if self.motion is not None:
             grid, fine = (deep.shape[-2], deep.shape[-1]), self.motion.squeeze(levels[1])
             packed = self.motion.pack(fine, grid)
