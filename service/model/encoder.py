@@ -89,9 +89,8 @@ class MobileNetV2Encoder(nn.Module):
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            state = loaded["state_dict"] if isinstance(loaded, dict) and "state_dict" in loaded else loaded
         own = self.state_dict()
         picked = {}
         for key, value in state.items():

@@ -61,6 +61,9 @@ class StudentConfig:
 
 
 class STKDStudent(nn.Module):
+    mean: Tensor  # ImageNet normalisation, buffers: they follow the model to its device
+    std: Tensor
+
     def __init__(self, config: StudentConfig | None = None) -> None:
         super().__init__()
         self.config = config or StudentConfig()
@@ -90,7 +93,7 @@ class STKDStudent(nn.Module):
         `fresh` (B bools) marks rows of a mixed batch whose stream is at its first frame: those pair
         with themselves, whatever their row of `previous` holds.
         """
-        levels = self.encoder((frames - self.mean) / self.std)
+        levels = self.encoder(self._normalised(frames))
         previous_deep, previous_fine = self._split_state(previous)
         temporal, state = self.interframe(levels[3], previous_deep, fresh)
         if self.motion is not None:
@@ -109,7 +112,7 @@ class STKDStudent(nn.Module):
         """
         batch, time = clip.shape[:2]
         frames = clip.flatten(0, 1)
-        levels = self.encoder((frames - self.mean) / self.std)
+        levels = self.encoder(self._normalised(frames))
         deep = levels[3]
         previous_deep, previous_fine = self._split_state(previous)
         state = self.interframe.project(deep)
@@ -122,6 +125,9 @@ class STKDStudent(nn.Module):
             levels = [levels[0], levels[1] + cue, *levels[2:]]
             state = torch.cat([state, packed], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
+
+    def _normalised(self, frames: Tensor) -> Tensor:
+        return (frames - self.mean) / self.std
 
     def _split_state(self, state: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """(the co-attention's part, the motion branch's part) of a state tensor."""
