@@ -283,7 +283,7 @@ def _measured(store: Any, name: str, input_size: tuple[int, int]) -> list[str]:
     return [
         f"{count_parameters(model) / 1e6:.3f}M",
         f"{count_flops(model, (352, 352)) / 1e9:.3f}",
-        f"{count_flops(model, tuple(input_size)) / 1e9:.3f}",
+        f"{count_flops(model, input_size) / 1e9:.3f}",
         f"{state_bytes / 1024:.1f}KiB",
     ]
 

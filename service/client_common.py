@@ -171,6 +171,11 @@ def decode_result(data: bytes, fmt: str) -> np.ndarray:
             return archive["masks"]
     if fmt == "zip":
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = sorted(archive.namelist())
-            return np.stack([cv2.imdecode(np.frombuffer(archive.read(n), np.uint8), cv2.IMREAD_UNCHANGED) for n in names])
+            masks = []
+            for name in sorted(archive.namelist()):
+                mask = cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_UNCHANGED)
+                if mask is None:
+                    raise ValueError(f"{name} in the masks zip is not a readable image")
+                masks.append(mask)
+            return np.stack(masks)
     raise ValueError(f"masks come from format 'npz' or 'zip'; fetch {fmt!r} with job_result()")

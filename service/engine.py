@@ -270,6 +270,7 @@ class Engine:
                         for new, context in zip(new_carried, contexts)]
         for op, new_context in zip(batch, new_contexts):
             if isinstance(op, _Step) and not op.computed.done():
+                assert new_context is not None  # a step always runs with a context, loaded or carried
                 op.computed.set_result(new_context)
         timings = {"state_get": _ms(fetched - started), "model": _ms(inferred - before_model), "batch": len(batch)}
         for sid in {op.session_id for op in steps}:

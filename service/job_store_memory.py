@@ -47,8 +47,8 @@ class MemoryJobStore(JobStore):
         for table in (self._records, self._leases):
             for key in [k for k, (expires, _) in table.items() if expires <= now]:
                 del table[key]  # type: ignore[attr-defined]
-        for key in [k for k, (expires, *_) in self._blobs.items() if expires <= now]:
-            self._drop_blob(key)
+        for blob in [k for k, (expires, *_) in self._blobs.items() if expires <= now]:
+            self._drop_blob(blob)
 
     def _drop_blob(self, key: tuple[str, str]) -> None:
         entry = self._blobs.pop(key, None)

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeout
@@ -130,10 +130,10 @@ class RedisJobStore(JobStore):
 
     async def admit(self, record: JobRecord) -> None:
         quota = self.quota
-        args = [f"{self.prefix}:job:", record.job_id, record.to_json(), record.size, quota.jobs_per_key,
-                quota.bytes_per_key, quota.jobs, quota.bytes, self._ttl_ms]
-        limit, held, wait = await self._call(self._admit(keys=[self.owner_key(record.owner), self.all_key], args=args))
-        limit = limit.decode() if isinstance(limit, bytes) else limit
+        args: list[str | int] = [f"{self.prefix}:job:", record.job_id, record.to_json(), record.size,
+                                 quota.jobs_per_key, quota.bytes_per_key, quota.jobs, quota.bytes, self._ttl_ms]
+        reply, held, wait = await self._call(self._admit(keys=[self.owner_key(record.owner), self.all_key], args=args))
+        limit = _text(reply)
         if limit != "ok":
             raise quota_problem(limit, quota, int(held), record.size, int(wait))
 
@@ -156,12 +156,12 @@ class RedisJobStore(JobStore):
             await self._call(pipe.execute())
 
     async def claim(self, worker: str, lease_s: float) -> str | None:
-        args = [f"{self.prefix}:job:", worker, max(1, int(lease_s * 1000)), self._ttl_ms]
+        args: list[str | int] = [f"{self.prefix}:job:", worker, max(1, int(lease_s * 1000)), self._ttl_ms]
         job_id = await self._call(self._claim(keys=[self.queue_key, self.running_key], args=args))
-        return job_id.decode() if isinstance(job_id, bytes) else job_id
+        return None if job_id is None else _text(job_id)
 
     async def heartbeat(self, job_id: str, worker: str, lease_s: float) -> bool:
-        args = [worker, max(1, int(lease_s * 1000))]
+        args: list[str | int] = [worker, max(1, int(lease_s * 1000))]
         return bool(await self._call(self._heartbeat(keys=[self.key(job_id, "lease")], args=args)))
 
     async def release(self, job_id: str) -> None:
@@ -180,7 +180,7 @@ class RedisJobStore(JobStore):
             await self._call(pipe.execute())
 
     async def running_ids(self) -> list[str]:
-        return [item.decode() for item in await self._call(self.client.lrange(self.running_key, 0, -1))]
+        return [_text(item) for item in await self._call(self.client.lrange(self.running_key, 0, -1))]
 
     async def has_lease(self, job_id: str) -> bool:
         return bool(await self._call(self.client.exists(self.key(job_id, "lease"))))
@@ -223,7 +223,7 @@ class RedisJobStore(JobStore):
             part = await self._call(self.client.lindex(key, index))
             if part is None:  # deleted (the job was cancelled) or expired while being read
                 raise LookupError(f"job {job_id}: its {kind} went away while being read")
-            yield part
+            yield cast(bytes, part)  # the client never decodes responses (decode_responses=False)
 
     async def delete_blob(self, job_id: str, kind: str) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -247,3 +247,7 @@ class RedisJobStore(JobStore):
     async def ping(self) -> None:
         await self._call(self.client.ping())
 
+
+def _text(value: bytes | str) -> str:
+    """A Redis reply as text (the client returns bytes; redis-py's types allow either)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -96,13 +96,13 @@ def decode_for_model(
     height, width = size
     if scaled and data[:3] == b"\xff\xd8\xff":
         for factor, flag in _JPEG_SCALES:
-            scaled = (-(-height // factor), -(-width // factor))
-            if min(scaled) < max(input_size):  # never below the input on either side, rotated or not
+            expected = (-(-height // factor), -(-width // factor))
+            if min(expected) < max(input_size):  # never below the input on either side, rotated or not
                 continue
             image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
             if image is None:
                 raise VideoError("data is not a decodable image (expected JPEG, PNG or BMP)")
-            if image.shape[:2] == scaled:
+            if image.shape[:2] == expected:
                 return resize_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), input_size), size
             break  # rotated by EXIF or a header that disagrees: decode in full below
     frame = decode_image_bytes(data)

@@ -69,7 +69,7 @@ class _H264Writer:
     def write(self, image: np.ndarray) -> None:
         if self._container is None:
             self._open(*image.shape[:2])
-        assert self._stream is not None and self._size is not None
+        assert self._container is not None and self._stream is not None and self._size is not None
         height, width = self._size
         if image.shape[:2] != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -5,13 +5,16 @@ come back as exceptions carrying the server's message."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -23,6 +26,7 @@ from service.client import (
     VsodConnectionError,
     VsodHTTPError,
 )
+from service.client_common import decode_result
 from service.client_stream import stream_url
 from service.model import Predictor
 from service.video import open_media
@@ -253,6 +257,15 @@ def test_urls() -> None:
     assert stream_url("http://h:1", None) == "ws://h:1/v1/stream"
     with pytest.raises(ValueError, match="http"):
         VsodClient("ftp://h")
+
+
+def test_a_result_zip_with_an_unreadable_mask_is_refused_by_name() -> None:
+    masks = io.BytesIO()
+    with zipfile.ZipFile(masks, "w") as archive:
+        archive.writestr("000000.png", cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())
+        archive.writestr("000001.png", b"not a png")
+    with pytest.raises(ValueError, match="000001.png in the masks zip is not a readable image"):
+        decode_result(masks.getvalue(), "zip")
 
 
 def test_the_docs_snippet_runs_as_written(server: Server, tmp_path: Path) -> None:

@@ -38,10 +38,11 @@ class ResumePolicy:
     """The policy for the loaded model (`model_id`, `input_size`)."""
 
     def __init__(self, model_id: str, input_size: tuple[int, int]) -> None:
-        self.model_id, self.input_size = model_id, tuple(input_size)
+        self.model_id = model_id
+        self.input_size: tuple[int, int] = (input_size[0], input_size[1])
 
     def fresh(self, frame: int, created: float, dropped: int = 0) -> SessionState:
-        return SessionState(self.model_id, self.input_size, frame, {}, created, created, dropped)  # type: ignore[arg-type]
+        return SessionState(self.model_id, self.input_size, frame, {}, created, created, dropped)
 
     def at_connect(self, stored: SessionState | None, now: float) -> Resumption:
         """What a connecting client continues: the stored state, or a fresh one at frame 0."""
