@@ -21,6 +21,19 @@ model_at() {
   mv "$dest.tmp" "$dest"
 }
 
+# train_run RUN ARGS...: `vsod-train train --out RUN ARGS...`, or, when RUN already holds a checkpoint,
+# its --resume (which takes the run's own flags from the checkpoint).
+train_run() {
+  local run=$1; shift
+  if [[ -f $run/last.pt ]]; then
+    log "resuming $run"
+    vsod-train train --out "$run" --resume --threads "$THREADS" --no-progress
+  else
+    log "training $run"
+    vsod-train train --out "$run" "$@" --threads "$THREADS" --no-progress
+  fi
+}
+
 # The default model's versions, by the commit that shipped each.
 VERSION_1=78d1c92  # synthetic clips only: where the real-world runs start
 VERSION_2=37967cf  # docs/training/real-mix.sh's run

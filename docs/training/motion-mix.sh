@@ -28,17 +28,11 @@ for split in "train 100 3" "val 20 2000"; do
 done
 
 model_at "$VERSION_2" "$INIT"
-if [[ -f $RUN/last.pt ]]; then
-  log "resuming $RUN"
-  vsod-train train --out "$RUN" --resume --threads "$THREADS" --no-progress
-else
-  log "training $RUN"
-  vsod-train train --init-from "$INIT" --motion-channels 4 \
-    --data "$DATA/synth@3" --data "$DATA/composites@3" --data "labelled:$REAL/train@1" \
-    --data "labelled:$REAL/photos@1" --data "$DATA/motion@2" \
-    --split train --out "$RUN" --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
-    --steps "$STEPS" --seed 0 --threads "$THREADS" --save-every 100 --no-progress
-fi
+train_run "$RUN" --init-from "$INIT" --motion-channels 4 \
+  --data "$DATA/synth@3" --data "$DATA/composites@3" --data "labelled:$REAL/train@1" \
+  --data "labelled:$REAL/photos@1" --data "$DATA/motion@2" \
+  --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
+  --steps "$STEPS" --seed 0 --save-every 100
 [[ -f $STORE/motion-mix/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name motion-mix \
   --store "$STORE" --speed-frames 20 --no-progress
 model_at "$VERSION_2" "$STORE/vsod-student-v2"

@@ -31,13 +31,8 @@ MIX=(--data "$DATA/synth@3" --data "$DATA/composites@3" --data "labelled:$REAL/t
 
 train() {  # train NAME ARGS...
   local name=$1 run=$RUNS/ablation-$1; shift
-  if [[ -f $run/last.pt ]]; then
-    vsod-train train --out "$run" --resume --threads "$THREADS" --no-progress
-  else
-    vsod-train train --init-from "$INIT" "$@" --split train --out "$run" --input-size 256 \
-      --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 --steps "$STEPS" --seed 0 --threads "$THREADS" \
-      --save-every 100 --no-progress
-  fi
+  train_run "$run" --init-from "$INIT" "$@" --split train --input-size 256 \
+    --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 --steps "$STEPS" --seed 0 --save-every 100
   if [[ ! -f $STORE/ablation-$name/manifest.json ]]; then
     vsod-train export --checkpoint "$run/last.pt" --name "ablation-$name" --store "$STORE" --speed-frames 20 --no-progress
   fi

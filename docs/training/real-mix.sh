@@ -27,16 +27,10 @@ INIT=${INIT:-$RUNS/models/version-1}  # the run starts from version 1, extracted
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 
-if [[ -f $RUN/last.pt ]]; then
-  log "resuming $RUN"
-  vsod-train train --out "$RUN" --resume --threads "$THREADS" --no-progress
-else
-  log "training $RUN"
-  model_at "$VERSION_1" "$INIT"
-  vsod-train train --init-from "$INIT" \
-    --data "$DATA/synth@3" --data "$DATA/composites@3" \
-    --data "labelled:$REAL/train@1" --data "labelled:$REAL/photos@1" \
-    --split train --out "$RUN" --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
-    --max-minutes "$MINUTES" --seed 0 --threads "$THREADS" --save-every 100 --no-progress
-fi
+model_at "$VERSION_1" "$INIT"
+train_run "$RUN" --init-from "$INIT" \
+  --data "$DATA/synth@3" --data "$DATA/composites@3" \
+  --data "labelled:$REAL/train@1" --data "labelled:$REAL/photos@1" \
+  --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
+  --max-minutes "$MINUTES" --seed 0 --save-every 100
 log "done: $RUN/last.pt"
