@@ -1,0 +1,141 @@
+"""Motion evidence: how well a per-cell change score tells a moving object from its background on
+motion-only clips (`vsod-train synth --camouflage 1`: the object is cut from the scenery it moves over),
+as ROC AUC over all cells of all scored frames (0.5: chance, 1: perfect).
+
+    python bench/motion_evidence.py --root /work/data/motion --split val --model vsod-student
+
+Why: the motion branch (service/model/motion.py) compares the current frame's stride-8 features with
+the previous frame's, and trained on these clips it did not learn to find the object (the model
+report). This measures what that comparison and a few alternatives could tell a network at all:
+- `features8`: |stride-8 encoder features(t) - features(t-1)|, what the branch compares;
+- `match4 gap G`: local matching of the stride-4 grey image against frame t-G: per cell, how much
+  better the best of (2R+1)^2 shifts explains it than the camera's shift (the best over the frame);
+- `match4 ema A`: the same against an exponential moving average of the earlier grey images
+  (weight A on the newest), which is one frame of state.
+No flow is estimated: each score is a cost and a minimum over a few shifts.
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import summary  # noqa: E402
+
+from distill.data.loaders import load_sequences  # noqa: E402
+from distill.data.sequences import read_mask  # noqa: E402
+from service.model import ModelStore  # noqa: E402
+from service.model.processing import frames_to_tensor  # noqa: E402
+from service.video import read_image  # noqa: E402
+
+# Reference for a frame t: (the grey stride-4 images of the clip, t) -> the image it is compared with.
+Reference = Callable[[Tensor, int], Tensor]
+
+
+def shift_costs(current: Tensor, reference: Tensor, radius: int) -> Tensor:
+    """(2R+1)^2,h,w: mean squared difference of `current` (C,h,w) and `reference` moved by each shift,
+    summed over a 3x3 window (a single cell matches too easily)."""
+    height, width = current.shape[-2:]
+    padded = F.pad(reference[None], (radius,) * 4, mode="replicate")[0]
+    costs = [((current - padded[:, dy : dy + height, dx : dx + width]) ** 2).mean(0)
+             for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)]
+    return F.avg_pool2d(torch.stack(costs)[None], 3, 1, 1)[0]
+
+
+def matching_score(current: Tensor, reference: Tensor, radius: int) -> Tensor:
+    """How much better the best local shift explains each cell than the camera's shift."""
+    costs = shift_costs(current, reference, radius)
+    camera = costs.mean((1, 2)).argmin()
+    return costs[camera] - costs.min(0).values
+
+
+def previous(gap: int) -> Reference:
+    return lambda grey, t: grey[t - gap]
+
+
+def moving_average(weight: float) -> Reference:
+    def reference(grey: Tensor, t: int) -> Tensor:
+        average = grey[0]
+        for earlier in grey[1:t]:
+            average = (1 - weight) * average + weight * earlier
+        return average
+
+    return reference
+
+
+def auc(labels: list[np.ndarray], scores: list[np.ndarray]) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.concatenate(labels), np.concatenate(scores)))
+
+
+@torch.inference_mode()
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    model, manifest = ModelStore(args.store).load(args.model) if args.store else ModelStore().load(args.model)
+    model.eval()
+    size = tuple(args.size) if args.size else manifest.input_size
+    references: dict[str, tuple[Reference, int]] = {
+        **{f"match4 gap {gap}": (previous(gap), gap) for gap in args.gaps},
+        **{f"match4 ema {weight:g}": (moving_average(weight), 1) for weight in args.ema},
+    }
+    labels: dict[str, list[np.ndarray]] = {}
+    scores: dict[str, list[np.ndarray]] = {}
+
+    def add(name: str, score: Tensor, mask: np.ndarray) -> None:
+        cells = torch.from_numpy(mask.astype(np.float32))[None, None]
+        inside = F.adaptive_avg_pool2d(cells, score.shape[-2:])[0, 0].numpy() > 0.5
+        if inside.any() and not inside.all():
+            labels.setdefault(name, []).append(inside.ravel())
+            scores.setdefault(name, []).append(score.numpy().ravel())
+
+    for sequence in load_sequences("davis", args.root, args.split, args.max_sequences):
+        frames = frames_to_tensor([read_image(path) for path in sequence.frames], size)
+        features8 = model.encoder((frames - model.mean) / model.std)[1]
+        grey = F.avg_pool2d(frames.mean(1, keepdim=True), 4)
+        grey = grey / (grey.flatten(1).std(1).view(-1, 1, 1, 1) + 1e-6)
+        for t in range(1, len(frames)):
+            if t not in sequence.masks:
+                continue
+            mask = read_mask(sequence.masks[t])
+            add("features8", (features8[t] - features8[t - 1]).norm(dim=0), mask)
+            for name, (reference, first) in references.items():
+                if t >= first:
+                    add(name, matching_score(grey[t], reference(grey, t), args.radius), mask)
+    return {name: round(auc(labels[name], scores[name]), 3) for name in labels}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="DAVIS-layout root of motion-only clips")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-sequences", type=int, default=None)
+    parser.add_argument("--model", default="vsod-student", help="whose stride-8 encoder features are compared")
+    parser.add_argument("--store", default=None, help="model store folder (default $VSOD_MODEL_STORE or ./model_store)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="input size (default: the model's)")
+    parser.add_argument("--radius", type=int, default=3, help="shifts of up to R stride-4 cells each way")
+    parser.add_argument("--gaps", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--ema", type=float, nargs="+", default=[0.25, 0.5])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = measure(args)
+    for name, value in results.items():
+        print(f"{name:<16} AUC {value:.3f}")
+    print(summary("motion_evidence", args, {"auc": results, "root": str(Path(args.root).resolve()),
+                                            "model": args.model, "radius": args.radius}, argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
