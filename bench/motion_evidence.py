@@ -9,9 +9,10 @@ the previous frame's, and trained on these clips it did not learn to find the ob
 report). This measures what that comparison and a few alternatives could tell a network at all:
 - `features8`: |stride-8 encoder features(t) - features(t-1)|, what the branch compares;
 - `match4 gap G`: local matching of the stride-4 grey image against frame t-G: per cell, how much
-  better the best of (2R+1)^2 shifts explains it than the camera's shift (the best over the frame);
-- `match4 ema A`: the same against an exponential moving average of the earlier grey images
-  (weight A on the newest), which is one frame of state.
+  better the best of (2R+1)^2 shifts fits it than the camera's shift (the one that fits the frame
+  best), computed by the branch itself (`MotionEncoder.evidence`, its first channel);
+- `match4 ema A`: the same against a moving average of the earlier grey images (weight A on the
+  newest), which is one frame of state: what the branch matches against, at A = its weight.
 No flow is estimated: each score is a cost and a minimum over a few shifts.
 Prints a table, then one JSON line.
 """
@@ -35,6 +36,7 @@ from common import summary  # noqa: E402
 from distill.data.loaders import load_sequences  # noqa: E402
 from distill.data.sequences import read_mask  # noqa: E402
 from service.model import ModelStore  # noqa: E402
+from service.model.motion import MotionEncoder  # noqa: E402
 from service.model.processing import frames_to_tensor  # noqa: E402
 from service.video import read_image  # noqa: E402
 
@@ -42,32 +44,17 @@ from service.video import read_image  # noqa: E402
 Reference = Callable[[Tensor, int], Tensor]
 
 
-def shift_costs(current: Tensor, reference: Tensor, radius: int) -> Tensor:
-    """(2R+1)^2,h,w: mean squared difference of `current` (C,h,w) and `reference` moved by each shift,
-    summed over a 3x3 window (a single cell matches too easily)."""
-    height, width = current.shape[-2:]
-    padded = F.pad(reference[None], (radius,) * 4, mode="replicate")[0]
-    costs = [((current - padded[:, dy : dy + height, dx : dx + width]) ** 2).mean(0)
-             for dy in range(2 * radius + 1) for dx in range(2 * radius + 1)]
-    return F.avg_pool2d(torch.stack(costs)[None], 3, 1, 1)[0]
-
-
-def matching_score(current: Tensor, reference: Tensor, radius: int) -> Tensor:
-    """How much better the best local shift explains each cell than the camera's shift."""
-    costs = shift_costs(current, reference, radius)
-    camera = costs.mean((1, 2)).argmin()
-    return costs[camera] - costs.min(0).values
-
-
 def previous(gap: int) -> Reference:
     return lambda grey, t: grey[t - gap]
 
 
 def moving_average(weight: float) -> Reference:
+    encoder = MotionEncoder(1, weight=weight)
+
     def reference(grey: Tensor, t: int) -> Tensor:
         average = grey[0]
         for earlier in grey[1:t]:
-            average = (1 - weight) * average + weight * earlier
+            average = encoder.averaged(average, earlier)
         return average
 
     return reference
@@ -84,6 +71,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     model, manifest = ModelStore(args.store).load(args.model) if args.store else ModelStore().load(args.model)
     model.eval()
     size = tuple(args.size) if args.size else manifest.input_size
+    matcher = MotionEncoder(1, radius=args.radius)
     references: dict[str, tuple[Reference, int]] = {
         **{f"match4 gap {gap}": (previous(gap), gap) for gap in args.gaps},
         **{f"match4 ema {weight:g}": (moving_average(weight), 1) for weight in args.ema},
@@ -101,8 +89,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     for sequence in load_sequences("davis", args.root, args.split, args.max_sequences):
         frames = frames_to_tensor([read_image(path) for path in sequence.frames], size)
         features8 = model.encoder((frames - model.mean) / model.std)[1]
-        grey = F.avg_pool2d(frames.mean(1, keepdim=True), 4)
-        grey = grey / (grey.flatten(1).std(1).view(-1, 1, 1, 1) + 1e-6)
+        grey = MotionEncoder.grey(frames)
         for t in range(1, len(frames)):
             if t not in sequence.masks:
                 continue
@@ -110,7 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
             add("features8", (features8[t] - features8[t - 1]).norm(dim=0), mask)
             for name, (reference, first) in references.items():
                 if t >= first:
-                    add(name, matching_score(grey[t], reference(grey, t), args.radius), mask)
+                    add(name, matcher.evidence(grey[t : t + 1], reference(grey, t)[None])[0, 0], mask)
     return {name: round(auc(labels[name], scores[name]), 3) for name in labels}
 
 

@@ -58,7 +58,7 @@ class TrainConfig:
     # targets (map-level spatial KD), and the weight of temporal KD from their adjacent frames.
     soft_frames: bool = True
     soft_temporal: float = 0.0
-    # Students: stride-8 channels of the motion branch (service.model.motion); 0: none.
+    # Students: channels that compare the motion branch's matching costs (service.model.motion); 0: none.
     motion_channels: int = 0
 
     @classmethod

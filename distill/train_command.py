@@ -28,8 +28,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
                         help="temporal KD from teacher-labelled clips (`labelled:` roots): the student's change "
                         "between adjacent frames mimics the teacher's maps' change, L1 at stride 4 (default 0: off)")
     parser.add_argument("--motion-channels", type=int, default=None, metavar="N",
-                        help="give the student a motion branch that carries N stride-8 channels of the previous "
-                        "frame (4 fits the 64 KiB state budget at 352x352; default 0: none). With --init-from a "
+                        help="give the student a motion branch: each frame's stride-4 grey image matched against a "
+                        "moving average of the earlier ones, which the state carries (64 more state channels), "
+                        "its costs compared by N channels (e.g. 8; default 0: no branch). With --init-from a "
                         "model without one, the branch starts at zero, so the run starts from that model exactly")
     parser.add_argument("--no-soft-frames", dest="soft_frames", action="store_const", const=False, default=None,
                         help="teacher-labelled clips give no per-frame target, only the --soft-temporal term "

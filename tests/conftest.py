@@ -26,14 +26,17 @@ def calibrated_student(seed: int = 0, motion_channels: int = 0, size: int = 96) 
     torch.manual_seed(seed)
     model = stkd_student(width_mult=0.5, motion_channels=motion_channels)
     if model.motion is not None:
-        torch.nn.init.normal_(model.motion.cue.weight, std=0.5)
+        torch.nn.init.normal_(model.motion.cue.weight, std=0.1)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average over the calibration passes
     model.train()
     with torch.no_grad():
         for _ in range(4):
-            model(torch.rand(4, 3, size, size))
+            if model.motion is None:
+                model(torch.rand(4, 3, size, size))
+            else:  # two-frame clips: the branch's statistics come from frames matched against another
+                model.forward_clip(torch.rand(2, 2, 3, size, size))
     return model.eval()
 
 
@@ -60,4 +63,4 @@ def model_store_env(model_store: ModelStore) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def motion_model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     """A store of its own holding a student with a motion branch (TEST_MOTION_MODEL)."""
-    return make_test_store(tmp_path_factory.mktemp("motion_model_store"), TEST_MOTION_MODEL, motion_channels=4)
+    return make_test_store(tmp_path_factory.mktemp("motion_model_store"), TEST_MOTION_MODEL, motion_channels=8)

@@ -8,8 +8,10 @@
 # plus $DATA/motion: synthetic clips whose one object is cut from the background, so only its motion
 # reveals it (`vsod-train synth --camouflage 1`; train: 100 clips, seed 3; val: 20 clips, seed 2000).
 # Shares: synthetic 3/10, composites 3/10, real videos 1/10, real photos 1/10, motion-only 2/10.
-# The branch starts at zero (--motion-channels 4 from a model without it), so the run starts exactly
-# at version 2. Then the result and version 2 are scored on the real, synthetic and motion-only
+# The branch starts at zero (--motion-channels 8 from a model without it), so the run starts exactly
+# at version 2. Session 5 ran this with the first design of the branch (stride-8 features one frame
+# apart), which learnt nothing: bench/motion_evidence.py showed why, and the branch now matches the
+# stride-4 grey image against a moving average of the earlier frames. Then the result and version 2 are scored on the real, synthetic and motion-only
 # validation sets. Resumable like the other scripts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +30,7 @@ for split in "train 100 3" "val 20 2000"; do
 done
 
 model_at "$VERSION_2" "$INIT"
-train_run "$RUN" --init-from "$INIT" --motion-channels 4 \
+train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
   --data "$DATA/synth@3" --data "$DATA/composites@3" --data "labelled:$REAL/train@1" \
   --data "labelled:$REAL/photos@1" --data "$DATA/motion@2" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \

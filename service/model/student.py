@@ -1,15 +1,16 @@
 """The STKD student: encoder -> inter-frame encoding -> saliency-guided decoder.
 
-    frame t ─▶ MobileNetV2 ─┬─ strides 4, 16 ────────────────────────────────────┐
-                            ├─ stride 8 ──▶ (+ MotionEncoder cue ◀─ previous) ───┤
-                            └─ stride 32 ─▶ InterFrameEncoder ◀─ previous ─┐      ▼
+    frame t ─▶ MobileNetV2 ─┬─ stride 4 ──▶ (+ MotionEncoder cue ◀─ frame t, reference) ─┐
+                            ├─ strides 8, 16 ───────────────────────────────────────────┤
+                            └─ stride 32 ─▶ InterFrameEncoder ◀─ previous ─┐             ▼
                                                │ temporal      (state)     │ SaliencyGuidedDecoder
                                                └───────────────────────────┼──▶ coarse, sides, final
                                                  next state ───────────────┘
 
 At inference the only thing carried between frames is one tensor (`StudentOutput.state`): the
 previous frame's projected stride-32 features, followed along the channels, when the model has a
-motion branch (`motion_channels` > 0), by its squeezed stride-8 features packed onto the same grid.
+motion branch (`motion_channels` > 0), by its reference (a moving average of the earlier frames'
+stride-4 grey images) packed onto the same grid.
 `forward_clip` encodes a whole clip in one batch and pairs each frame with its predecessor, which
 gives the same result as stepping frame by frame.
 """
@@ -53,7 +54,7 @@ class StudentConfig:
     width_mult: float = 0.5
     temporal_channels: int = 64
     decoder_channels: int = 32
-    motion_channels: int = 0  # stride-8 channels the motion branch carries; 0: no branch (versions 1 and 2)
+    motion_channels: int = 0  # channels that compare the motion branch's matching costs; 0: no branch
 
     def to_dict(self) -> dict[str, Any]:
         return {"width_mult": self.width_mult, "temporal_channels": self.temporal_channels,
@@ -72,7 +73,7 @@ class STKDStudent(nn.Module):
         self.interframe = InterFrameEncoder(channels[3], self.config.temporal_channels)
         self.decoder = SaliencyGuidedDecoder(channels, self.config.temporal_channels, self.config.decoder_channels)
         motion = self.config.motion_channels
-        self.motion = MotionEncoder(channels[1], motion) if motion else None
+        self.motion = MotionEncoder(channels[0], motion) if motion else None
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         init_weights(self)
@@ -94,13 +95,13 @@ class STKDStudent(nn.Module):
         with themselves, whatever their row of `previous` holds.
         """
         levels = self.encoder(self._normalised(frames))
-        previous_deep, previous_fine = self._split_state(previous)
+        previous_deep, previous_reference = self._split_state(previous)
         temporal, state = self.interframe(levels[3], previous_deep, fresh)
         if self.motion is not None:
             grid = (levels[3].shape[-2], levels[3].shape[-1])
-            cue, fine_state = self.motion(levels[1], previous_fine, grid, fresh)
-            levels = [levels[0], levels[1] + cue, *levels[2:]]
-            state = torch.cat([state, fine_state], dim=1)
+            cue, reference = self.motion(frames, previous_reference, grid, fresh)
+            levels = [levels[0] + cue, *levels[1:]]
+            state = torch.cat([state, reference], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
 
     def forward_clip(self, clip: Tensor, previous: Tensor | None = None) -> StudentOutput:
@@ -114,23 +115,20 @@ class STKDStudent(nn.Module):
         frames = clip.flatten(0, 1)
         levels = self.encoder(self._normalised(frames))
         deep = levels[3]
-        previous_deep, previous_fine = self._split_state(previous)
+        previous_deep, previous_reference = self._split_state(previous)
         state = self.interframe.project(deep)
         temporal = self.interframe.attend(state, _with_predecessors(state.unflatten(0, (batch, time)), previous_deep))
         if self.motion is not None:
-            grid, fine = (deep.shape[-2], deep.shape[-1]), self.motion.squeeze(levels[1])
-            packed = self.motion.pack(fine, grid)
-            paired = _with_predecessors(packed.unflatten(0, (batch, time)), previous_fine)
-            cue = self.motion.compared(fine, self.motion.unpack(paired, (fine.shape[-2], fine.shape[-1])))
-            levels = [levels[0], levels[1] + cue, *levels[2:]]
-            state = torch.cat([state, packed], dim=1)
+            cue, reference = self.motion.forward_clip(clip, previous_reference, (deep.shape[-2], deep.shape[-1]))
+            levels = [levels[0] + cue, *levels[1:]]
+            state = torch.cat([state, reference], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
 
     def _normalised(self, frames: Tensor) -> Tensor:
         return (frames - self.mean) / self.std
 
     def _split_state(self, state: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-        """(the co-attention's part, the motion branch's part) of a state tensor."""
+        """(the co-attention's part, the motion branch's reference) of a state tensor."""
         if state is None or self.motion is None:
             return state, None
         channels = self.config.temporal_channels
