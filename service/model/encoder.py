@@ -65,12 +65,16 @@ class MobileNetV2Encoder(nn.Module):
             make_divisible(c * width_mult) for c in (24, 32, 96, 320)
         )
 
-    def forward(self, x: Tensor) -> list[Tensor]:
+    def forward(self, x: Tensor, fine_cue: Tensor | None = None) -> list[Tensor]:
+        """`fine_cue`, when given, is added to the stride-4 features before the deeper stages see them
+        (the motion branch's evidence reaches every level that way)."""
         levels: list[Tensor] = []
         start = 0
         for end in _LEVEL_ENDS:
             for index in range(start, end + 1):
                 x = self.features[index](x)
+            if fine_cue is not None and not levels:
+                x = x + fine_cue
             levels.append(x)
             start = end + 1
         return levels

@@ -19,8 +19,10 @@ shift is the one that fits the whole frame best. The comparison sees each shift'
 camera's and how much better the best local shift fits than the camera's. Nothing before the costs is
 learnt: the average is fixed arithmetic, the same in a three-frame training clip as in an endless
 stream, where it reaches further back.
-The cue is added to the stride-4 encoder features that the decoder reads; its last convolution starts
-at zero, so a model that gains this branch starts out exactly as the model it came from.
+The cue is added to the encoder's stride-4 features before its deeper stages run, so that the evidence
+reaches every level, the coarse map and the co-attention included, and not only the decoder's last,
+most local stage (whose map the coarse one guides). Its last convolution starts at zero, so a model
+that gains this branch starts out exactly as the model it came from.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class MotionEncoder(nn.Module):
 
     def forward(self, frames: Tensor, previous: Tensor | None, grid: tuple[int, int],
                 fresh: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Return (cue to add to the stride-4 features, this frame's packed state part).
+        """Return (cue to add to the encoder's stride-4 features, this frame's packed state part).
 
         `frames` are B,3,H,W RGB in [0, 1]. `previous` is the previous frame's packed part, or None
         for a stream's first frame, which is its own reference (no motion); `fresh` (B bools) does the

@@ -1,11 +1,15 @@
 """The STKD student: encoder -> inter-frame encoding -> saliency-guided decoder.
 
-    frame t ─▶ MobileNetV2 ─┬─ stride 4 ──▶ (+ MotionEncoder cue ◀─ frame t, reference) ─┐
-                            ├─ strides 8, 16 ───────────────────────────────────────────┤
-                            └─ stride 32 ─▶ InterFrameEncoder ◀─ previous ─┐             ▼
-                                               │ temporal      (state)     │ SaliencyGuidedDecoder
-                                               └───────────────────────────┼──▶ coarse, sides, final
-                                                 next state ───────────────┘
+    frame t ─┬──────────────────▶ MotionEncoder ◀─ reference   (the motion branch, if any)
+             │                          │ cue
+             │                          ▼
+             └─▶ MobileNetV2: stride 4 (+) ─▶ 8 ─▶ 16 ─▶ 32
+                      │ strides 4, 8, 16              │ stride 32
+                      │                               ▼
+                      │                 InterFrameEncoder ◀─ previous
+                      ▼                               │ temporal
+                 SaliencyGuidedDecoder ◀──────────────┘
+                      └─▶ coarse, sides, final
 
 At inference the only thing carried between frames is one tensor (`StudentOutput.state`): the
 previous frame's projected stride-32 features, followed along the channels, when the model has a
@@ -82,11 +86,16 @@ class STKDStudent(nn.Module):
 
     def state_shape(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
         """Shape (C, h, w) of one frame's state for an input of (height, width)."""
-        height, width = input_size
+        motion = self.motion.state_channels if self.motion is not None else 0
+        return (self.config.temporal_channels + motion, *self.grid(input_size))
+
+    @staticmethod
+    def grid(input_size: tuple[int, int] | torch.Size) -> tuple[int, int]:
+        """(h, w) of the stride-32 features, where the state lives, for an input of (height, width)."""
+        height, width = input_size[0], input_size[1]
         for _ in range(5):  # five stride-2 stages; each rounds up like a padded 3x3 conv
             height, width = (height + 1) // 2, (width + 1) // 2
-        motion = self.motion.state_channels if self.motion is not None else 0
-        return (self.config.temporal_channels + motion, height, width)
+        return height, width
 
     def forward(self, frames: Tensor, previous: Tensor | None = None, fresh: Tensor | None = None) -> StudentOutput:
         """frames: B,3,H,W RGB in [0, 1]; previous: the last frames' `state` (None: all first frames).
@@ -94,13 +103,13 @@ class STKDStudent(nn.Module):
         `fresh` (B bools) marks rows of a mixed batch whose stream is at its first frame: those pair
         with themselves, whatever their row of `previous` holds.
         """
-        levels = self.encoder(self._normalised(frames))
         previous_deep, previous_reference = self._split_state(previous)
-        temporal, state = self.interframe(levels[3], previous_deep, fresh)
+        cue, reference = None, None
         if self.motion is not None:
-            grid = (levels[3].shape[-2], levels[3].shape[-1])
-            cue, reference = self.motion(frames, previous_reference, grid, fresh)
-            levels = [levels[0] + cue, *levels[1:]]
+            cue, reference = self.motion(frames, previous_reference, self.grid(frames.shape[-2:]), fresh)
+        levels = self.encoder(self._normalised(frames), cue)
+        temporal, state = self.interframe(levels[3], previous_deep, fresh)
+        if reference is not None:
             state = torch.cat([state, reference], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
 
@@ -113,14 +122,14 @@ class STKDStudent(nn.Module):
         """
         batch, time = clip.shape[:2]
         frames = clip.flatten(0, 1)
-        levels = self.encoder(self._normalised(frames))
-        deep = levels[3]
         previous_deep, previous_reference = self._split_state(previous)
-        state = self.interframe.project(deep)
-        temporal = self.interframe.attend(state, _with_predecessors(state.unflatten(0, (batch, time)), previous_deep))
+        cue, reference = None, None
         if self.motion is not None:
-            cue, reference = self.motion.forward_clip(clip, previous_reference, (deep.shape[-2], deep.shape[-1]))
-            levels = [levels[0] + cue, *levels[1:]]
+            cue, reference = self.motion.forward_clip(clip, previous_reference, self.grid(frames.shape[-2:]))
+        levels = self.encoder(self._normalised(frames), cue)
+        state = self.interframe.project(levels[3])
+        temporal = self.interframe.attend(state, _with_predecessors(state.unflatten(0, (batch, time)), previous_deep))
+        if reference is not None:
             state = torch.cat([state, reference], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
 
