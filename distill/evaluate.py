@@ -96,7 +96,7 @@ def evaluate_sequences(
     `fps_model` counts time inside `predict_clip` (pre-processing, network, post-processing);
     `fps_end_to_end` adds decoding the frames from disk. Metric computation is timed by neither.
     """
-    per_sequence: dict[str, dict[str, float]] = {}
+    per_sequence: dict[str, dict[str, Any]] = {}
     meters: list[FlickerMeter] = []
     skipped: list[str] = []
     frames_predicted = 0

@@ -192,7 +192,8 @@ def parse_data_weights(values: list[str]) -> tuple[list[tuple[str, str]], list[f
     given = [weight is not None for weight in weights]
     if any(given) and not all(given):
         raise ValueError("give every --data root a weight (ROOT@WEIGHT) or none")
-    return [parse_data(value) for value, _ in specs], ([float(w) for w in weights] if all(given) and weights else None)
+    given_weights = [weight for weight in weights if weight is not None]
+    return [parse_data(value) for value, _ in specs], (given_weights if all(given) and weights else None)
 
 
 def parse_data(value: str) -> tuple[str, str]:

@@ -64,7 +64,7 @@ class WeightedSampleStream(Sampler[int]):
 
     def _root_sequences(self, root: int, first: int, count: int) -> list[int]:
         """Positions first .. first+count-1 of root `root`'s endless stream of shuffled passes."""
-        size, picked = self.sizes[root], []
+        size, picked = self.sizes[root], list[int]()
         for position in range(first, first + count):
             epoch, offset = divmod(position, size)
             if offset == 0 or not picked:

@@ -293,8 +293,7 @@ def silhouette(rng: Rng, kind: str, size: int) -> np.ndarray:
                                [c + cabin * 0.7, c - h * 1.2], [c + cabin, c - h * 0.2]]))
         for x in (c - w * 0.6, c + w * 0.6):
             cv2.circle(alpha, (int(x), int(c + h)), max(2, int(h * 0.55)), 255, -1, cv2.LINE_AA)
-    elif kind == "horse" and _horse() is not None:
-        horse = _horse()
+    elif kind == "horse" and (horse := _horse()) is not None:
         scale = (size - 4) / max(horse.shape)
         resized = cv2.resize(horse, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         y0, x0 = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
