@@ -81,7 +81,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
 
     def add(name: str, score: Tensor, mask: np.ndarray) -> None:
         cells = torch.from_numpy(mask.astype(np.float32))[None, None]
-        inside = F.adaptive_avg_pool2d(cells, score.shape[-2:])[0, 0].numpy() > 0.5
+        inside = F.adaptive_avg_pool2d(cells, (score.shape[-2], score.shape[-1]))[0, 0].numpy() > 0.5
         if inside.any() and not inside.all():
             labels.setdefault(name, []).append(inside.ravel())
             scores.setdefault(name, []).append(score.numpy().ravel())
