@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[run ] speed at 352x352", flush=True)
     speed = measure_speed(args.out, args.quick)
     markdown, rows = table(plan, args.out, speed)
-    from distill.export import machine_info
+    from distill.measure import machine_info
 
     machine = machine_info()
     header = [f"# Distillation ablation{' (quick smoke run: numbers mean nothing)' if args.quick else ''}", "",

@@ -108,6 +108,36 @@ def test_export_graph_adds_the_step_to_a_stored_model(checkpoint: Path, tmp_path
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "model 'nope' not found" in missing.stderr
 
 
+def test_a_stored_model_is_exported_again_at_another_input_size(checkpoint: Path, tmp_path: Path) -> None:
+    """--from-model: the same weights at a new size; the graph, speed and evaluation are measured again,
+    the lineage names the source, and the source's report follows the new measurements."""
+    source_store, release, eval_root = tmp_path / "source", tmp_path / "release", write_davis(tmp_path / "davis")
+    done = vsod_train("export", "--checkpoint", str(checkpoint), "--name", "tiny", "--store", str(source_store),
+                      "--version", "1", "--speed-frames", "1", "--notes", "The source.", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    _, source = ModelStore(source_store).load("tiny")
+    done = vsod_train("export", "--from-model", "tiny", "--from-store", str(source_store), "--input-size", "96",
+                      "--name", "tiny", "--version", "2", "--store", str(release), "--eval-root", str(eval_root),
+                      "--eval-split", "val", "--speed-frames", "2", "--notes", "Served larger.", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    model, manifest = ModelStore(release).load("tiny")
+    assert manifest.sha256 == source.sha256 and manifest.version == "2" and manifest.input_size == (96, 96)
+    assert manifest.metrics["speed"]["input_size"] == [96, 96] and manifest.metrics["eval"]["student"]["sequences"] == 2
+    assert manifest.step_graph["inputs"]["frames"] == ["batch", 3, 96, 96]
+    assert manifest.step_graph["sha256"] != source.step_graph["sha256"]  # exported again, at the new size
+    assert manifest.lineage["source_model"]["version"] == "1" and manifest.lineage["source_model"]["input_size"] == [64, 64]
+    assert manifest.lineage["steps"] == source.lineage["steps"] and "--from-model" in manifest.lineage["export"]["command"]
+    report = (release / "tiny" / "report.md").read_text()
+    assert report.index("Served larger.") < report.index("## Evaluation") < report.index("### Training")
+    assert "The source." in report and "version 1" in report and f"{manifest.metrics['s_measure']:.4f}" in report
+
+    refused = vsod_train("export", "--from-model", "tiny", "--from-store", str(source_store), "--name", "other",
+                         "--store", str(release))
+    assert refused.returncode == 1 and "--from-model needs --input-size" in refused.stderr
+    both = vsod_train("export", "--from-model", "tiny", "--checkpoint", str(checkpoint), "--name", "x")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
 def test_export_without_evaluation_still_measures_speed(checkpoint: Path, tmp_path: Path) -> None:
     done = vsod_train("export", "--checkpoint", str(checkpoint), "--name", "plain", "--store", str(tmp_path),
                       "--speed-frames", "2", "--no-progress")
