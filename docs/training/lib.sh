@@ -50,20 +50,10 @@ score() {
   done
 }
 
-# served_at SRC DEST SIZE: a copy of the store folder SRC that serves the same weights at SIZE x SIZE
-# (its manifest's input size changed, its step graph exported again), made once. For scoring a model
-# at another input size; the copy's manifest metrics are still SRC's.
+# served_at STORE MODEL SIZE: MODEL's weights served at SIZE x SIZE, stored once as MODEL-SIZE in STORE
+# (`vsod-train export --from-model`: its step graph and speed measured again at that size).
 served_at() {
-  local src=$1 dest=$2 size=$3
-  [[ -f $dest/manifest.json ]] && return
-  rm -rf "$dest.tmp" && cp -r "$src" "$dest.tmp"
-  python3 - "$dest.tmp/manifest.json" "$size" <<'PY'
-import json, sys
-path, size = sys.argv[1], int(sys.argv[2])
-manifest = json.load(open(path))
-manifest["input_size"] = [size, size]
-json.dump(manifest, open(path, "w"), indent=2)
-PY
-  mv "$dest.tmp" "$dest"
-  vsod-train export-graph "$(basename "$dest")" --store "$(dirname "$dest")"
+  local store=$1 model=$2 size=$3
+  [[ -f $store/$model-$size/manifest.json ]] || vsod-train export --from-model "$model" --input-size "$size" \
+    --name "$model-$size" --store "$store" --speed-frames 5 --no-progress
 }

@@ -34,7 +34,7 @@ for row in branch control; do
     --name "motion-capacity-$row" --store "$STORE" --speed-frames 5 --no-progress
 done
 model_at "$VERSION_2" "$STORE/vsod-student-v2"
-served_at "$STORE/vsod-student-v2" "$STORE/vsod-student-v2-$SIZE" "$SIZE"
+served_at "$STORE" vsod-student-v2 "$SIZE"
 for model in "vsod-student-v2-$SIZE" motion-capacity-control motion-capacity-branch; do
   score "$STORE" "$model" "$RUNS/motion-capacity-scores" "motion=$DATA/motion"
 done
