@@ -59,7 +59,8 @@ def run_export_stored(args: argparse.Namespace, store: ModelStore) -> int:
             *measurement_sections(manifest, evaluation, speed, machine),
         ]
         if source_report:
-            demoted = re.sub(r"^(#+) ", r"#\1 ", source_report, flags=re.MULTILINE)
+            body = source_report.split("\n", 1)[1] if source_report.startswith("# ") else source_report  # its title
+            demoted = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.MULTILINE)
             lines += [f"## The source's report (`{source.name}` version {source.version})", "", demoted]
         return "\n".join(lines)
 

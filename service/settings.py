@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
     max_stream_pixels_per_s: float = Field(
         640 * 480 * 30, ge=0, description="Pixels a second of frames one stream may have decoded (640x480 at "
-        "30 frames/s by default, what the page sends; the model sees 256x256 or so); a frame due over it waits "
+        "30 frames/s by default, what the page sends; the model sees 320x320 or so); a frame due over it waits "
         "until the budget allows, and newer frames replace it meanwhile (latest wins). 0: no limit."
     )
 
