@@ -37,9 +37,10 @@ train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
   --steps "$STEPS" --seed 0 --save-every 100
 [[ -f $STORE/motion-mix/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name motion-mix \
   --store "$STORE" --speed-frames 20 --no-progress
-model_at "$VERSION_2" "$STORE/vsod-student-v2"
+served_at "$STORE" motion-mix 320  # served as version 3 is: trained at 256, served at 320
+model_at "$VERSION_3" "$STORE/vsod-student-v3"
 SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
-for model in vsod-student-v2 motion-mix; do
+for model in vsod-student-v3 motion-mix motion-mix-320; do
   score "$STORE" "$model" "$RUNS/motion-scores" "${SETS[@]}"
 done
 log "done: $RUNS/motion-scores"
