@@ -11,7 +11,8 @@
 # The branch starts at zero (--motion-channels 8 from a model without it), so the run starts exactly
 # at version 2. Session 5 ran this with the first design of the branch (stride-8 features one frame
 # apart), which learnt nothing: bench/motion_evidence.py showed why, and the branch now matches the
-# stride-4 grey image against a moving average of the earlier frames. Then the result and version 2 are scored on the real, synthetic and motion-only
+# stride-4 grey image against a moving average of the earlier frames. Then the result, at 256 and at
+# 320, and version 3 (version 2's weights at 320) are scored on the real, synthetic and motion-only
 # validation sets. Resumable like the other scripts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
