@@ -25,10 +25,7 @@ SIZE=320
 INIT=$RUNS/models/version-2
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
-if [[ ! -f $DATA/motion/.done-val-s2000 ]]; then
-  vsod-train synth --out "$DATA/motion" --sequences 20 --frames 24 --seed 2000 --split val --camouflage 1
-  touch "$DATA/motion/.done-val-s2000"
-fi
+motion_clips val
 
 model_at "$VERSION_2" "$INIT"
 train_run "$RUN" --init-from "$INIT" \

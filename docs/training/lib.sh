@@ -34,6 +34,23 @@ train_run() {
   fi
 }
 
+# motion_clips SPLIT...: $DATA/motion, synthetic clips whose one object is cut from the scenery it moves
+# over, so only its motion reveals it (`vsod-train synth --camouflage 1`), made once per split:
+# train: 100 clips, seed 3; val: 20 clips, seed 2000.
+motion_clips() {
+  local name count seed
+  for name in "$@"; do
+    case $name in
+      train) count=100 seed=3 ;;
+      val) count=20 seed=2000 ;;
+      *) log "motion_clips: unknown split $name (train, val)"; return 1 ;;
+    esac
+    [[ -f $DATA/motion/.done-$name-s$seed ]] && continue
+    vsod-train synth --out "$DATA/motion" --sequences "$count" --frames 24 --seed "$seed" --split "$name" --camouflage 1
+    touch "$DATA/motion/.done-$name-s$seed"
+  done
+}
+
 # The default model's versions, by the commit that shipped each.
 VERSION_1=78d1c92  # synthetic clips only: where the real-world runs start
 VERSION_2=37967cf  # docs/training/real-mix.sh's run

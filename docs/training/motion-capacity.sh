@@ -15,13 +15,7 @@ STEPS=${STEPS:-300}
 SIZE=192
 INIT=$RUNS/models/version-2
 
-for split in "train 100 3" "val 20 2000"; do
-  read -r name count seed <<<"$split"
-  marker=$DATA/motion/.done-$name-s$seed
-  [[ -f $marker ]] && continue
-  vsod-train synth --out "$DATA/motion" --sequences "$count" --frames 24 --seed "$seed" --split "$name" --camouflage 1
-  touch "$marker"
-done
+motion_clips train val
 model_at "$VERSION_2" "$INIT"
 mkdir -p "$STORE"
 for row in branch control; do

@@ -22,13 +22,7 @@ STEPS=${STEPS:-1500}
 INIT=$RUNS/models/version-2
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
-for split in "train 100 3" "val 20 2000"; do
-  read -r name count seed <<<"$split"
-  marker=$DATA/motion/.done-$name-s$seed
-  [[ -f $marker ]] && continue
-  vsod-train synth --out "$DATA/motion" --sequences "$count" --frames 24 --seed "$seed" --split "$name" --camouflage 1
-  touch "$marker"
-done
+motion_clips train val
 
 model_at "$VERSION_2" "$INIT"
 train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
