@@ -10,15 +10,16 @@ moving camera, and one frame apart that barely shows: on motion-only clips, neit
 nor the stride-4 grey image of the previous frame tell it from its background well, while the grey
 image matched against a moving average of the earlier frames does (bench/motion_evidence.py, figures
 in bench/RESULTS.md "Motion evidence"): the average reaches a few frames back, and it is still one
-frame of state. Packed by pixel-unshuffle onto the stride-32 grid, it travels in
-the same state tensor as the co-attention's, so a stream still carries one tensor and the exported
-step keeps its inputs and outputs.
+frame of state. Packed by pixel-unshuffle onto the stride-32 grid, it travels in the same state tensor
+as the co-attention's, so a stream still carries one tensor and the exported step keeps its inputs
+and outputs.
 
 Matching is no flow field: per shift, a cost (the squared difference over a 3×3 window); the camera's
 shift is the one that fits the whole frame best. The comparison sees each shift's cost relative to the
 camera's and how much better the best local shift fits than the camera's. Nothing before the costs is
 learnt: the average is fixed arithmetic, the same in a three-frame training clip as in an endless
 stream, where it reaches further back.
+
 The cue is added to the encoder's stride-4 features before its deeper stages run, so that the evidence
 reaches every level, the coarse map and the co-attention included, and not only the decoder's last,
 most local stage (whose map the coarse one guides). Its last convolution starts at zero, so a model
