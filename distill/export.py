@@ -17,7 +17,7 @@ from typing import Any
 
 from distill.data.provenance import root_provenance
 from distill.export_stored import run_export_stored
-from distill.measure import measure, measurement_sections, save_measured
+from distill.measure import measure, measurement_sections, report_heading, save_measured
 from distill.runs import (
     TrainConfig,
     command_line,
@@ -56,9 +56,7 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
                  speed: dict[str, Any], machine: dict[str, Any], notes: str | None) -> str:
     config = TrainConfig.from_dict(checkpoint["config"])
     lineage = checkpoint.get("lineage", {})
-    lines = [f"# Model `{manifest.name}` (version {manifest.version})", ""]
-    if notes:
-        lines += [notes, ""]
+    lines = report_heading(manifest, notes)
     lines += ["## Training", "", "| dataset | root | split | sequences | frames | annotated frames |", "|---|---|---|---|---|---|"]
     for data in lineage.get("data", []):
         share = f" ({data['share']:.0%} of the samples)" if "share" in data else ""

@@ -16,10 +16,23 @@ import argparse
 import re
 from datetime import datetime, timezone
 
-from distill.measure import measure, measurement_sections, save_measured
+from distill.measure import measure, measurement_sections, report_heading, save_measured
 from distill.runs import command_line, git_revision, parse_size
 from service.model import Manifest, ModelStore
 from service.model.store import REPORT
+
+
+def demote_headings(markdown: str) -> str:
+    """Every Markdown heading one level down, so a report nests under another's heading; lines inside
+    fenced code blocks (a shell comment starts with "# " too) are left as they are."""
+    lines, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            line = "#" + line
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def run_export_stored(args: argparse.Namespace, store: ModelStore) -> int:
@@ -45,9 +58,7 @@ def run_export_stored(args: argparse.Namespace, store: ModelStore) -> int:
 
     def report() -> str:
         height, width = manifest.input_size
-        lines = [f"# Model `{manifest.name}` (version {manifest.version})", ""]
-        if args.notes:
-            lines += [args.notes, ""]
+        lines = report_heading(manifest, args.notes)
         lines += [
             "## Source",
             "",
@@ -60,8 +71,7 @@ def run_export_stored(args: argparse.Namespace, store: ModelStore) -> int:
         ]
         if source_report:
             body = source_report.split("\n", 1)[1] if source_report.startswith("# ") else source_report  # its title
-            demoted = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.MULTILINE)
-            lines += [f"## The source's report (`{source.name}` version {source.version})", "", demoted]
+            lines += [f"## The source's report (`{source.name}` version {source.version})", "", demote_headings(body)]
         return "\n".join(lines)
 
     save_measured(store, model, manifest, args, report)

@@ -139,6 +139,12 @@ def save_measured(store: ModelStore, model: STKDStudent, manifest: Manifest, arg
     print(summary, file=sys.stdout)
 
 
+def report_heading(manifest: Manifest, notes: str | None) -> list[str]:
+    """The report's title, and the exporter's notes under it when given."""
+    lines = [f"# Model `{manifest.name}` (version {manifest.version})", ""]
+    return lines + [notes, ""] if notes else lines
+
+
 def measurement_sections(manifest: Manifest, evaluation: dict[str, Any] | None, speed: dict[str, Any],
                          machine: dict[str, Any]) -> list[str]:
     """The report's Evaluation, Speed, Machine and Files sections: what this export measured and wrote."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from distill.data.synthetic import generate_synthetic
+from distill.export_stored import demote_headings
 from distill.runs import LAST, Runtime, TrainConfig
 from distill.train import Trainer
 from service.model import ModelStore, Predictor
@@ -136,6 +137,13 @@ def test_a_stored_model_is_exported_again_at_another_input_size(checkpoint: Path
     assert refused.returncode == 1 and "--from-model needs --input-size" in refused.stderr
     both = vsod_train("export", "--from-model", "tiny", "--checkpoint", str(checkpoint), "--name", "x")
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_a_nested_report_keeps_its_code_blocks() -> None:
+    """A source report's headings go one level down; a shell comment inside a fenced block does not."""
+    source = "## Training\n\n```bash\n# resumed after a restart\nvsod-train train\n```\n\n### Speed\n#hashtag"
+    assert demote_headings(source) == (
+        "### Training\n\n```bash\n# resumed after a restart\nvsod-train train\n```\n\n#### Speed\n#hashtag")
 
 
 def test_export_without_evaluation_still_measures_speed(checkpoint: Path, tmp_path: Path) -> None:
