@@ -101,6 +101,7 @@ class DistillTrainer(Trainer):
             self.teachers["spatial"] = load_teacher(config.spatial_teacher, SpatialTeacher.kind)
         if config.temporal_teacher:
             teacher = load_teacher(config.temporal_teacher, TemporalTeacher.kind)
+            assert isinstance(teacher.model, TemporalTeacher)  # load_teacher checked the kind
             window = teacher.model.config.window
             if config.clip_len != window:
                 raise ValueError(f"--clip-len {config.clip_len} must equal the temporal teacher's window ({window} "
@@ -156,7 +157,9 @@ class DistillTrainer(Trainer):
         if role == "spatial":
             features = output.spatial_features
         else:  # stride-8 ConvGRU features, averaged onto the student's stride-32 temporal grid
-            features = F.adaptive_avg_pool2d(output.temporal_features, output.coarse_logits.shape[-2:])
+            assert output.temporal_features is not None  # a temporal teacher's output always has them
+            height, width = output.coarse_logits.shape[-2:]
+            features = F.adaptive_avg_pool2d(output.temporal_features, (height, width))
         targets = TeacherTargets(features, output.side_logits[-1], output.coarse_logits).half()
         if cache:
             cache.put(indices, targets)

@@ -287,7 +287,7 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise ValueError("give --steps N and/or --max-minutes M")
 
 
-def config_from_args(args: argparse.Namespace, cls: type, flags: tuple[str, ...] = CONFIG_FLAGS) -> Any:
+def config_from_args(args: argparse.Namespace, cls: type[TrainConfig], flags: tuple[str, ...] = CONFIG_FLAGS) -> Any:
     """A config dataclass of type `cls` from the flags; flags left out keep the dataclass defaults."""
     data, weights = parse_data_weights(args.data)
     config = cls(data=data, steps=args.steps, max_minutes=args.max_minutes, augment=not args.no_augment)
@@ -322,7 +322,7 @@ def resume_config(args: argparse.Namespace, saved: Any, flags: tuple[str, ...] =
     return saved
 
 
-def open_run(args: argparse.Namespace, cls: type, command: str,
+def open_run(args: argparse.Namespace, cls: type[TrainConfig], command: str,
              flags: tuple[str, ...] = CONFIG_FLAGS) -> tuple[Any, dict[str, Any] | None]:
     """(config, checkpoint or None) for a new run or a resumed one, refusing mismatched run folders."""
     last = Path(args.out) / LAST

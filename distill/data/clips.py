@@ -141,7 +141,7 @@ def _jitter_copies(frame: np.ndarray, mask: np.ndarray, count: int, rng: Rng) ->
     frames, masks = [frame], [mask]
     for _ in range(count - 1):
         angle, scale = rng.uniform(-3, 3), rng.uniform(0.96, 1.04)
-        matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
+        matrix: np.ndarray = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), angle, scale)
         matrix[:, 2] += rng.uniform(-0.04, 0.04, 2) * (width, height)
         frames.append(cv2.warpAffine(frame, matrix, (width, height), borderMode=cv2.BORDER_REFLECT_101))
         if mask.dtype == bool:

@@ -77,8 +77,9 @@ def _mask_pixels(path: Path) -> np.ndarray:
             if image.mode == "1":
                 return np.asarray(image).astype(bool)
             if image.mode in ("LA", "RGBA", "PA"):
-                image = image.convert("RGB" if image.mode == "RGBA" else "L")
-            array = np.asarray(image)
+                array = np.asarray(image.convert("RGB" if image.mode == "RGBA" else "L"))
+            else:
+                array = np.asarray(image)
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise ValueError(f"cannot read mask {path}: {error}") from error
     if array.ndim == 3:

@@ -121,6 +121,14 @@ def _coords(height: int, width: int, angle: float) -> np.ndarray:
     return x * np.cos(angle) + y * np.sin(angle)
 
 
+def _random_photo(rng: Rng, names: list[str]) -> np.ndarray:
+    name = names[int(rng.integers(len(names)))]
+    photo = load_photo(name)
+    if photo is None:  # `available_photos` lists only the photos this wheel ships
+        raise FileNotFoundError(f"photo {name} is not in this scikit-image wheel")
+    return photo
+
+
 def _photo_crop(rng: Rng, photo: np.ndarray, height: int, width: int, zoom: tuple[float, float]) -> np.ndarray:
     ph, pw = photo.shape[:2]
     scale = rng.uniform(*zoom) * max(height / ph, width / pw)
@@ -160,12 +168,12 @@ def texture(rng: Rng, kind: str, height: int, width: int, colours: np.ndarray, p
     if kind == "noise":
         return _blend(smooth_noise(rng, height, width, size * rng.uniform(0.1, 0.6)), a, b)
     if kind == "tinted" and photos:
-        grey = _photo_crop(rng, load_photo(photos[int(rng.integers(len(photos)))]), height, width, (0.5, 2.0))
+        grey = _photo_crop(rng, _random_photo(rng, photos), height, width, (0.5, 2.0))
         t = grey.mean(axis=2)
         t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
         return _blend(t, a, b)
     if kind == "photo" and photos:
-        return _photo_crop(rng, load_photo(photos[int(rng.integers(len(photos)))]), height, width, (0.6, 3.0))
+        return _photo_crop(rng, _random_photo(rng, photos), height, width, (0.6, 3.0))
     return _blend(smooth_noise(rng, height, width, size * 0.3), a, b)  # a kind whose photos are missing
 
 
@@ -204,8 +212,8 @@ def background(rng: Rng, height: int, width: int, busy: bool = False) -> np.ndar
             x = np.arange(width, dtype=np.float32)
             level, cycles, phase = rng.uniform(0.25, 0.75), rng.uniform(2, 8), rng.uniform(0, 6)
             wave = height * (level + 0.08 * np.sin(x / width * cycles + phase))
-            below = (np.arange(height, dtype=np.float32)[:, None] > wave[None, :]).astype(np.float32)
-            below = cv2.GaussianBlur(below, (0, 0), 1.5)[..., None]
+            step = (np.arange(height, dtype=np.float32)[:, None] > wave[None, :]).astype(np.float32)
+            below = cv2.GaussianBlur(step, (0, 0), 1.5)[..., None]
             canvas = canvas * (1 - below) + one() * below
     if not busy and rng.random() < 0.5:  # photographic backgrounds are never perfectly sharp
         canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 2.0))

@@ -9,6 +9,7 @@ them a target the student's features can mimic through a 1x1 adapter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -96,19 +97,23 @@ class TeacherDecoder(nn.Module):
         # Stages for strides 16, 8 and 4 (encoder levels 2, 1, 0), deepest first.
         self.stages = nn.ModuleList(HeavyGuidedFusion(c, channels) for c in reversed(encoder_channels[:3]))
 
+    def stage(self, index: int) -> HeavyGuidedFusion:
+        """Stage `index` (0: stride 16, 1: stride 8, 2: stride 4), typed: a ModuleList item is any Module."""
+        return cast(HeavyGuidedFusion, self.stages[index])
+
     def head(self, levels: list[Tensor], deep: Tensor) -> DecoderHead:
         coarse = self.coarse_head(deep)
-        features16 = self.stages[0](levels[2], deep, coarse)
-        side16 = self.stages[0].side(features16)
-        return DecoderHead(self.stages[1](levels[1], features16, side16), coarse, side16, deep)
+        features16 = self.stage(0)(levels[2], deep, coarse)
+        side16 = self.stage(0).side(features16)
+        return DecoderHead(self.stage(1)(levels[1], features16, side16), coarse, side16, deep)
 
     def tail(self, level4: Tensor, head: DecoderHead, size: tuple[int, int] | torch.Size,
              temporal: Tensor | None = None) -> TeacherOutput:
         """From stride-8 features (`temporal`: refined ones replacing `head.features`) to the final map."""
         features8 = head.features if temporal is None else temporal
-        side8 = self.stages[1].side(features8)
-        features4 = self.stages[2](level4, features8, side8)
-        side4 = self.stages[2].side(features4)
+        side8 = self.stage(1).side(features8)
+        features4 = self.stage(2)(level4, features8, side8)
+        side4 = self.stage(2).side(features4)
         final = F.interpolate(side4, size=tuple(size), mode="bilinear", align_corners=False)
         return TeacherOutput(final, [head.side16, side8, side4], head.coarse, features4, head.deep, temporal)
 

@@ -40,6 +40,8 @@ class SpatialTeacherConfig:
 
 class SpatialTeacher(nn.Module):
     kind = "spatial-teacher"
+    mean: Tensor  # ImageNet normalisation, buffers: they follow the model to its device
+    std: Tensor
 
     def __init__(self, config: SpatialTeacherConfig | None = None) -> None:
         super().__init__()

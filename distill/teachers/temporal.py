@@ -59,15 +59,18 @@ class TemporalTeacher(nn.Module):
         self.forward_gru = ConvGRUCell(channels, hidden)
         self.backward_gru = ConvGRUCell(channels, hidden) if self.config.bidirectional else None
         directions = 2 if self.config.bidirectional else 1
+        residual = ConvBNAct(channels, channels, kernel_size=1, activation=None)
         self.merge = nn.Sequential(
             ConvBNAct(channels + directions * hidden, channels, kernel_size=3, activation=nn.ReLU),
-            ConvBNAct(channels, channels, kernel_size=1, activation=None),
+            residual,
         )
         init_weights(self.forward_gru)
         init_weights(self.merge)
         if self.backward_gru is not None:
             init_weights(self.backward_gru)
-        nn.init.zeros_(self.merge[-1][1].weight)  # residual branch starts at zero (see the module docstring)
+        batch_norm = residual[1]
+        assert isinstance(batch_norm, nn.BatchNorm2d)
+        nn.init.zeros_(batch_norm.weight)  # residual branch starts at zero (see the module docstring)
 
     @property
     def feature_channels(self) -> int:
@@ -134,6 +137,7 @@ class TemporalTeacher(nn.Module):
             level4, head = cache[t]
             for index in [i for i in cache if i < start]:
                 del cache[index]
+            assert size is not None  # set by the first frame, before anything is emitted
             return self.spatial.decoder.tail(level4, head, size, temporal).logits
 
         for frame in frames:
