@@ -7,19 +7,21 @@ the weights' sha256), so a fine-tuned model names the model it came from.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
 from distill.runs import load_checkpoint
 from service.model import ModelStore
-from service.model.store import WEIGHTS, sha256_of
+from service.model.store import MANIFEST, WEIGHTS, sha256_of
 
 
 def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
     """A student's weights to fine-tune from: a model-store folder (`model_store/<name>`) or a
     training checkpoint (`RUN_DIR/last.pt`); its width must be the run's."""
-    if (path / "manifest.json").is_file():
+    if (path / MANIFEST).is_file():
         model, manifest = ModelStore(path.parent).load(path.name)
         width, weights = manifest.config.get("width_mult"), model.state_dict()
     elif path.is_file():
@@ -32,6 +34,24 @@ def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
     if width != width_mult:
         raise ValueError(f"--init-from {path}: width {width}, the run's --width-mult is {width_mult}")
     return weights
+
+
+def source_config(path: Path) -> dict[str, Any]:
+    """The student config of an --init-from source (its architecture: width, motion channels...);
+    empty where the path is neither a model-store folder nor a checkpoint (`initial_weights` says why)."""
+    if (path / MANIFEST).is_file():
+        return dict(json.loads((path / MANIFEST).read_text()).get("config") or {})
+    if path.is_file():
+        return dict(load_checkpoint(path).get("model_config") or {})
+    return {}
+
+
+def keep_source_motion_branch(args: argparse.Namespace) -> None:
+    """A new run from a model with a motion branch keeps that branch unless --motion-channels is given:
+    fine-tuning the default model needs no flag that restates its architecture."""
+    if args.resume or not args.init_from or getattr(args, "motion_channels", None) is not None:
+        return
+    args.motion_channels = source_config(Path(args.init_from)).get("motion_channels") or None
 
 
 def load_initial_weights(model: nn.Module, weights: dict[str, Tensor], source: str | Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from distill.finetune import add_init_argument
+from distill.finetune import add_init_argument, keep_source_motion_branch
 from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_training
 from distill.train import Trainer
 
@@ -30,8 +30,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--motion-channels", type=int, default=None, metavar="N",
                         help="give the student a motion branch: each frame's stride-4 grey image matched against a "
                         "moving average of the earlier ones, which the state carries (64 more state channels), "
-                        "its costs compared by N channels (e.g. 8; default 0: no branch). With --init-from a "
-                        "model without one, the branch starts at zero, so the run starts from that model exactly")
+                        "its costs compared by N channels (e.g. 8; default 0: no branch, or with --init-from the "
+                        "source's). With --init-from a model without one, the branch starts at zero, so the run "
+                        "starts from that model exactly")
     parser.add_argument("--no-soft-frames", dest="soft_frames", action="store_const", const=False, default=None,
                         help="teacher-labelled clips give no per-frame target, only the --soft-temporal term "
                         "(the ablation's temporal-KD-only row)")
@@ -45,4 +46,5 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--no-soft-frames needs --soft-temporal WEIGHT > 0: the teacher-labelled clips would teach nothing")
     if args.motion_channels is not None and args.motion_channels < 0:
         raise ValueError("--motion-channels must be 0 or more")
+    keep_source_motion_branch(args)
     return run_training(args, Trainer, TrainConfig, TRAIN_FLAGS)

@@ -218,3 +218,23 @@ def test_init_from_fine_tunes_a_stored_model_or_a_checkpoint(synth_root: Path, t
     other = vsod_train(*train_args(synth_root, tmp_path / "other", "--steps", "1", "--width-mult", "0.75",
                                    "--init-from", str(stored)))
     assert other.returncode == 1 and len(other.stderr.strip().splitlines()) == 1 and "width" in other.stderr
+
+
+def test_fine_tuning_a_model_with_a_motion_branch_keeps_it(synth_root: Path, tmp_path: Path, motion_model_store) -> None:  # type: ignore[no-untyped-def]
+    """The default model has a motion branch: `--init-from` it needs no flag that restates that, and a
+    --motion-channels that contradicts its weights is refused in one line."""
+    from tests.conftest import TEST_MOTION_MODEL
+
+    stored = motion_model_store.root / TEST_MOTION_MODEL
+    config = json.loads((stored / "manifest.json").read_text())["config"]
+    width = str(config["width_mult"])
+    run = tmp_path / "tuned"
+    done = vsod_train(*train_args(synth_root, run, "--steps", "1", "--width-mult", width, "--init-from", str(stored)))
+    assert done.returncode == 0, done.stderr
+    tuned = load_checkpoint(run / LAST)
+    assert tuned["model_config"]["motion_channels"] == config["motion_channels"] == 8
+    assert any(key.startswith("motion.") for key in tuned["model"])
+    without = vsod_train(*train_args(synth_root, tmp_path / "without", "--steps", "1", "--width-mult", width,
+                                     "--motion-channels", "0", "--init-from", str(stored)))
+    assert without.returncode == 1 and len(without.stderr.strip().splitlines()) == 1
+    assert "motion." in without.stderr and "--motion-channels" in without.stderr
