@@ -18,32 +18,29 @@ from service.model import ModelStore
 from service.model.store import MANIFEST, WEIGHTS, sha256_of
 
 
-def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
-    """A student's weights to fine-tune from: a model-store folder (`model_store/<name>`) or a
-    training checkpoint (`RUN_DIR/last.pt`); its width must be the run's."""
+def read_source(path: Path, with_weights: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The config and weights of an --init-from source: a model-store folder (`model_store/<name>`) or
+    a student training checkpoint (`RUN_DIR/last.pt`). Without `with_weights`, a model folder's
+    weights are not loaded (its config is in the manifest) and the weights come back empty."""
     if (path / MANIFEST).is_file():
+        if not with_weights:
+            return dict(json.loads((path / MANIFEST).read_text()).get("config") or {}), {}
         model, manifest = ModelStore(path.parent).load(path.name)
-        width, weights = manifest.config.get("width_mult"), model.state_dict()
-    elif path.is_file():
+        return dict(manifest.config), model.state_dict()
+    if path.is_file():
         checkpoint = load_checkpoint(path)
         if checkpoint.get("kind", "student") != "student":
             raise ValueError(f"--init-from {path}: a {checkpoint.get('kind')} checkpoint, not a student's")
-        width, weights = checkpoint["model_config"].get("width_mult"), checkpoint["model"]
-    else:
-        raise ValueError(f"--init-from {path}: neither a model-store folder (with manifest.json) nor a checkpoint file")
-    if width != width_mult:
-        raise ValueError(f"--init-from {path}: width {width}, the run's --width-mult is {width_mult}")
+        return dict(checkpoint.get("model_config") or {}), checkpoint["model"]
+    raise ValueError(f"--init-from {path}: neither a model-store folder (with manifest.json) nor a checkpoint file")
+
+
+def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
+    """A student's weights to fine-tune from (see `read_source`); its width must be the run's."""
+    config, weights = read_source(path)
+    if config.get("width_mult") != width_mult:
+        raise ValueError(f"--init-from {path}: width {config.get('width_mult')}, the run's --width-mult is {width_mult}")
     return weights
-
-
-def source_config(path: Path) -> dict[str, Any]:
-    """The student config of an --init-from source (its architecture: width, motion channels...);
-    empty where the path is neither a model-store folder nor a checkpoint (`initial_weights` says why)."""
-    if (path / MANIFEST).is_file():
-        return dict(json.loads((path / MANIFEST).read_text()).get("config") or {})
-    if path.is_file():
-        return dict(load_checkpoint(path).get("model_config") or {})
-    return {}
 
 
 def keep_source_motion_branch(args: argparse.Namespace) -> None:
@@ -51,7 +48,8 @@ def keep_source_motion_branch(args: argparse.Namespace) -> None:
     fine-tuning the default model needs no flag that restates its architecture."""
     if args.resume or not args.init_from or getattr(args, "motion_channels", None) is not None:
         return
-    args.motion_channels = source_config(Path(args.init_from)).get("motion_channels") or None
+    config, _ = read_source(Path(args.init_from), with_weights=False)
+    args.motion_channels = config.get("motion_channels") or None
 
 
 def load_initial_weights(model: nn.Module, weights: dict[str, Tensor], source: str | Path) -> None:
