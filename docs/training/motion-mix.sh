@@ -19,10 +19,11 @@
 #
 #   TKD_WEIGHT=10 bash docs/training/motion-mix.sh    # the same run with temporal KD (--soft-temporal 10,
 #                                                     # as real-ablation.sh's): run and model motion-mix-tkd10
+#   NAME=motion-mix-long STEPS=3000 bash docs/training/motion-mix.sh   # another budget, under its own name
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
-NAME=motion-mix${TKD_WEIGHT:+-tkd$TKD_WEIGHT}
+NAME=${NAME:-motion-mix${TKD_WEIGHT:+-tkd$TKD_WEIGHT}}
 RUN=${RUN:-$RUNS/$NAME}
 STEPS=${STEPS:-1500}
 TKD=(${TKD_WEIGHT:+--soft-temporal "$TKD_WEIGHT"})
