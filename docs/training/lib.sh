@@ -56,6 +56,7 @@ VERSION_1=78d1c92  # synthetic clips only: where the real-world runs start
 VERSION_2=37967cf  # docs/training/real-mix.sh's run
 VERSION_3=29c3027  # version 2's weights served at 320x320 (vsod-train export --from-model)
 VERSION_4=2a8e49f  # version 2 + the motion branch, motion-mix.sh's run, served at 288x288
+VERSION_5=3157ed7  # version 4's recipe with temporal KD: TKD_WEIGHT=3 motion-mix.sh, served at 288x288
 
 # score STORE MODEL OUT_DIR LABEL=ROOT...: score a stored model on the val split of each ROOT once,
 # into OUT_DIR/MODEL-LABEL.json (a file already there is kept).
