@@ -45,8 +45,9 @@ served_at "$STORE" "$NAME" 288  # versions 4 and 5: trained at 256, served at 28
 served_at "$STORE" "$NAME" 320  # served as version 3 is
 model_at "$VERSION_3" "$STORE/vsod-student-v3"
 model_at "$VERSION_4" "$STORE/vsod-student-v4"
+model_at "$VERSION_5" "$STORE/vsod-student-v5"
 SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
-for model in vsod-student-v3 vsod-student-v4 "$NAME" "$NAME-288" "$NAME-320"; do
+for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 "$NAME" "$NAME-288" "$NAME-320"; do
   score "$STORE" "$model" "$RUNS/motion-scores" "${SETS[@]}"
 done
 log "done: $RUNS/motion-scores"
