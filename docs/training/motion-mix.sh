@@ -21,6 +21,9 @@
 #   TKD_WEIGHT=3 bash docs/training/motion-mix.sh     # the same run with temporal KD (--soft-temporal 3):
 #                                                     # version 5; run and model motion-mix-tkd3
 #   NAME=motion-mix-long STEPS=3000 bash docs/training/motion-mix.sh   # another budget, under its own name
+#   NAME=v5-real2 FROM=5 SHARES="2 2 2 2 2" TKD_WEIGHT=3 bash docs/training/motion-mix.sh
+#                        # start from version 5 instead of 2 (FROM: a shipped version), with other shares
+#                        # (SHARES: synthetic, composites, real videos, real photos, motion-only)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -28,15 +31,20 @@ NAME=${NAME:-motion-mix${TKD_WEIGHT:+-tkd$TKD_WEIGHT}}
 RUN=${RUN:-$RUNS/$NAME}
 STEPS=${STEPS:-1500}
 TKD=(${TKD_WEIGHT:+--soft-temporal "$TKD_WEIGHT"})
-INIT=$RUNS/models/version-2
+FROM=${FROM:-2}
+read -r SYNTH_SHARE COMPOSITE_SHARE VIDEO_SHARE PHOTO_SHARE MOTION_SHARE <<< "${SHARES:-3 3 1 1 2}"
+INIT=$RUNS/models/version-$FROM
+VERSION_VAR=VERSION_$FROM
+[[ -n ${!VERSION_VAR:-} ]] || { log "FROM=$FROM: no shipped version $FROM in lib.sh"; exit 2; }
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 motion_clips train val
 
-model_at "$VERSION_2" "$INIT"
+model_at "${!VERSION_VAR}" "$INIT"
 train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
-  --data "$DATA/synth@3" --data "$DATA/composites@3" --data "labelled:$REAL/train@1" \
-  --data "labelled:$REAL/photos@1" --data "$DATA/motion@2" \
+  --data "$DATA/synth@$SYNTH_SHARE" --data "$DATA/composites@$COMPOSITE_SHARE" \
+  --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$REAL/photos@$PHOTO_SHARE" \
+  --data "$DATA/motion@$MOTION_SHARE" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
   --steps "$STEPS" --seed 0 --save-every 100 "${TKD[@]}"
 [[ -f $STORE/$NAME/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name "$NAME" \
