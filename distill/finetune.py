@@ -20,18 +20,18 @@ from service.model.store import MANIFEST, WEIGHTS, sha256_of
 
 def read_source(path: Path, with_weights: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The config and weights of an --init-from source: a model-store folder (`model_store/<name>`) or
-    a student training checkpoint (`RUN_DIR/last.pt`). Without `with_weights`, a model folder's
-    weights are not loaded (its config is in the manifest) and the weights come back empty."""
+    a student training checkpoint (`RUN_DIR/last.pt`). Without `with_weights`, the weights come back
+    empty and are not read: a model folder's config is in its manifest, and a checkpoint is mapped."""
     if (path / MANIFEST).is_file():
         if not with_weights:
             return dict(json.loads((path / MANIFEST).read_text()).get("config") or {}), {}
         model, manifest = ModelStore(path.parent).load(path.name)
         return dict(manifest.config), model.state_dict()
     if path.is_file():
-        checkpoint = load_checkpoint(path)
+        checkpoint = load_checkpoint(path, mmap=not with_weights)
         if checkpoint.get("kind", "student") != "student":
             raise ValueError(f"--init-from {path}: a {checkpoint.get('kind')} checkpoint, not a student's")
-        return dict(checkpoint.get("model_config") or {}), checkpoint["model"]
+        return dict(checkpoint.get("model_config") or {}), checkpoint["model"] if with_weights else {}
     raise ValueError(f"--init-from {path}: neither a model-store folder (with manifest.json) nor a checkpoint file")
 
 

@@ -122,12 +122,14 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A vsod-train checkpoint. With `mmap`, its tensors are mapped rather than read, so a caller that
+    needs only the config and flags pays for those alone."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         # Our own file, and it carries numpy RNG state, which the weights-only unpickler refuses.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - a torn or foreign file: one clear line, not a pickle traceback
         raise ValueError(f"{path} is not a readable checkpoint: {error}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

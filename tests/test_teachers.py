@@ -169,6 +169,9 @@ def test_cli_teacher_trains_and_refuses_bad_runs(synth_root: Path, tmp_path: Pat
         (["train", "--out", str(tmp_path / "s"), "--resume", "--steps", "2"], "vsod-train teacher"),
         (["export", "--checkpoint", str(tmp_path / "s" / LAST), "--name", "x", "--store", str(tmp_path / "store")],
          "only students"),
+        # The spatial part's shape is read from the --init-from checkpoint; a flag that contradicts it is refused.
+        (["teacher", "--kind", "temporal", "--init-from", str(tmp_path / "s" / LAST), "--out", str(tmp_path / "c"),
+          "--steps", "1", *common[:-3], "--channels", "24", "--no-progress"], "--channels 24 differs"),
     ]
     for args, needle in refusals:
         failed = vsod_train(*args)

@@ -234,6 +234,11 @@ def test_fine_tuning_a_model_with_a_motion_branch_keeps_it(synth_root: Path, tmp
     tuned = load_checkpoint(run / LAST)
     assert tuned["model_config"]["motion_channels"] == config["motion_channels"] == 8
     assert any(key.startswith("motion.") for key in tuned["model"])
+    # From that run's checkpoint too: its config is read from the mapped file, its weights once more.
+    again = vsod_train(*train_args(synth_root, tmp_path / "again", "--steps", "1", "--width-mult", width,
+                                   "--init-from", str(run / LAST)))
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(tmp_path / "again" / LAST)["model_config"]["motion_channels"] == 8
     without = vsod_train(*train_args(synth_root, tmp_path / "without", "--steps", "1", "--width-mult", width,
                                      "--motion-channels", "0", "--init-from", str(stored)))
     assert without.returncode == 1 and len(without.stderr.strip().splitlines()) == 1

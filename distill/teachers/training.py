@@ -103,7 +103,7 @@ def run_teacher(args: argparse.Namespace) -> int:
         raise ValueError("give --kind spatial or --kind temporal")
     if args.init_from and not args.resume:
         # The spatial part's shape comes from the checkpoint it starts from; a differing flag is an error.
-        saved = load_checkpoint(Path(args.init_from))["model_config"]
+        saved = load_checkpoint(Path(args.init_from), mmap=True)["model_config"]
         for flag in ("width_mult", "channels"):
             given = getattr(args, flag)
             if given is not None and given != saved.get(flag):
