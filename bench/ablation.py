@@ -68,7 +68,7 @@ def budgets(quick: bool, scale: float, overrides: dict[str, int | None]) -> dict
         return {"size": "64", "batch": 2, "spatial_batch": 6, "spatial_steps": 3, "temporal_steps": 3,
                 "student_steps": 3, "warmup": 1, "save_every": 2}
     steps = {"spatial_steps": 3000, "temporal_steps": 1500, "student_steps": 1800}
-    steps = {k: max(1, round((overrides.get(k) or v * scale))) for k, v in steps.items()}
+    steps = {k: max(1, round(overrides.get(k) or v * scale)) for k, v in steps.items()}
     return {"size": "256", "batch": 8, "spatial_batch": 24, "warmup": min(100, steps["temporal_steps"] // 3),
             "save_every": 50, **steps}
 
@@ -129,8 +129,9 @@ def stages(args: argparse.Namespace) -> list[Stage]:
             target = ["--teacher", str(stage.run_dir / "last.pt")]
         else:
             target = ["--model", f"ablation-{stage.run_dir.name}", "--store", str(store)]
-        plan.append(Stage(f"eval-{stage.name}", ["eval", *evaluation, *target, "--json", str(out / "eval" / f"{stage.name}.json")],
-                          creates=out / "eval" / f"{stage.name}.json", row=stage.row))
+        scores = out / "eval" / f"{stage.name}.json"
+        plan.append(Stage(f"eval-{stage.name}", ["eval", *evaluation, *target, "--json", str(scores)],
+                          creates=scores, row=stage.row))
     plan.append(Stage("eval-framediff", ["eval", *evaluation, "--baseline", "framediff", "--json",
                                          str(out / "eval" / "framediff.json")], creates=out / "eval" / "framediff.json",
                       row="frame difference"))

@@ -101,7 +101,7 @@ def bare_predictor(args: object, threads: int) -> object:
     torch.set_num_threads(threads)
     store = ModelStore(getattr(args, "store", None)) if getattr(args, "store", None) else ModelStore()
     backend = "eager" if getattr(args, "eager", False) else getattr(args, "backend", "auto")
-    return Predictor.from_store(getattr(args, "model"), store, "cpu", backend, threads)
+    return Predictor.from_store(args.model, store, "cpu", backend, threads)
 
 
 def timed(fn: object, *a: object) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     REDIS_URL,
     bare_predictor,
     delete_prefix,
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<10} {row['sessions']:>8} {row['fps']:>9.1f} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} "
                   f"{row['mean_batch']:>6.2f}")
     ratios = {str(n): round(b["fps"] / u["fps"], 3) for n, u, b in zip(args.sessions, results["unbatched"],
-                                                                        results["batched"])}
+                                                                        results["batched"], strict=True)}
     p95_at_4 = {name: next((r["p95_ms"] / bare for r in rows if r["sessions"] == 4), None) for name, rows in results.items()}
     print("batched/unbatched frames/s: " + ", ".join(f"{n} sessions {r:.2f}" for n, r in ratios.items())
           + " (target >= 1.3 at 16)")

@@ -59,6 +59,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from tests.devices import float32_exact  # noqa: E402
+
 SHIPPED = "vsod-student"
 EXPORTED = "vsod-student-gpu-check"
 CUDA_MODES = {"eager": "eager", "torchscript": "cuda-fp16", "onnxruntime-cuda": "onnxruntime-cuda",
@@ -254,10 +255,11 @@ def throughput(runtimes: dict[str, Any], device: Any, size: tuple[int, int], arg
                     sync()
                     states[name, batch] = state
                     samples[name].setdefault(batch, []).append(count * batch / (time.perf_counter() - started))
-            report["fps"] = {name: {str(b): round(statistics.median(v)) for b, v in per.items()} for name, per in samples.items() if per}
-            if "eager" in samples and samples["eager"]:
+            report["fps"] = {name: {str(b): round(statistics.median(v)) for b, v in per.items()}
+                             for name, per in samples.items() if per}
+            if samples.get("eager"):
                 report["fps_over_eager"] = {
-                    name: {str(b): round(statistics.median(f / e for f, e in zip(v, samples["eager"][b])), 3)
+                    name: {str(b): round(statistics.median(f / e for f, e in zip(v, samples["eager"][b], strict=True)), 3)
                            for b, v in per.items() if b in samples["eager"]}
                     for name, per in samples.items() if name != "eager" and per}
             report["rounds_done"] = index + 1
@@ -321,7 +323,7 @@ def nvidia_smi() -> dict[str, str] | str:
         return f"nvidia-smi failed: {error_text(error)}"
     if result.returncode != 0 or not result.stdout.strip():
         return f"nvidia-smi failed: {(result.stderr or result.stdout).strip()[:200]}"
-    name, driver, memory = (part.strip() for part in (result.stdout.strip().splitlines()[0].split(",") + ["", ""])[:3])
+    name, driver, memory = (part.strip() for part in ([*result.stdout.strip().splitlines()[0].split(","), "", ""])[:3])
     return {"name": name, "driver": driver, "memory": memory, "count": str(len(result.stdout.strip().splitlines()))}
 
 

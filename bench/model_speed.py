@@ -53,15 +53,15 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from service.model import ModelStore, stkd_student  # noqa: E402
-from service.model.complexity import count_flops, count_parameters  # noqa: E402
-from service.model.onnx_step import STEP_GRAPH, export_step  # noqa: E402
-from service.model.runtime import StepRuntime  # noqa: E402
-from service.model.step import StreamStep  # noqa: E402
-from service.model.student import STKDStudent  # noqa: E402
+from service.model import ModelStore, stkd_student
+from service.model.complexity import count_flops, count_parameters
+from service.model.onnx_step import STEP_GRAPH, export_step
+from service.model.runtime import StepRuntime
+from service.model.step import StreamStep
+from service.model.student import STKDStudent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import machine
 
 STUDENT_MODES = ("onnxruntime", "torchscript", "eager")
 TEACHER_MODES = ("eager", "torchscript")
@@ -247,7 +247,7 @@ def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject 
             torch.set_num_threads(threads)
             for prefix, timed in students.items():
                 assert timed.student is not None
-                for batch, example in examples[prefix].items():
+                for example in examples[prefix].values():
                     reference = timed.student(*example).logits.sigmoid()
                     for mode in modes:
                         runtime = runtimes[prefix + mode, threads]
@@ -289,7 +289,7 @@ def mode_ratios(round_ms: dict[str, list[float]], modes: list[str], batches: lis
     for mode in modes[1:]:
         out[f"{mode}/{reference}"] = {
             f"b{b}_t{t}": round(statistics.median(
-                other / ref for other, ref in zip(round_ms[key(mode, b, t)], round_ms[key(reference, b, t)])), 3)
+                other / ref for other, ref in zip(round_ms[key(mode, b, t)], round_ms[key(reference, b, t)], strict=True)), 3)
             for t in threads for b in batches
         }
     return out

@@ -31,14 +31,14 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import summary  # noqa: E402
+from common import summary
 
-from distill.data.loaders import load_sequences  # noqa: E402
-from distill.data.sequences import read_mask  # noqa: E402
-from service.model import ModelStore  # noqa: E402
-from service.model.motion import MotionEncoder  # noqa: E402
-from service.model.processing import frames_to_tensor  # noqa: E402
-from service.video import read_image  # noqa: E402
+from distill.data.loaders import load_sequences
+from distill.data.sequences import read_mask
+from service.model import ModelStore
+from service.model.motion import MotionEncoder
+from service.model.processing import frames_to_tensor
+from service.video import read_image
 
 # Reference for a frame t: (the grey stride-4 images of the clip, t) -> the image it is compared with.
 Reference = Callable[[Tensor, int], Tensor]

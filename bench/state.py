@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REDIS_URL, delete_prefix, median, redis_prefix, summary  # noqa: E402
+from common import REDIS_URL, delete_prefix, median, redis_prefix, summary
 
-from service.live import RedisSessionStore, SessionState  # noqa: E402
-from service.model import ModelStore  # noqa: E402
+from service.live import RedisSessionStore, SessionState
+from service.model import ModelStore
 
 
 def session_state(args: argparse.Namespace) -> tuple[SessionState, tuple[int, ...]]:
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     timings = asyncio.run(round_trips(args, state))
     print(f"model {model_id} at {size[0]}x{size[1]}: carried {shape} float32 = {4 * int(np.prod(shape))} bytes, "
           f"{len(record)} bytes in Redis (session state)")
-    print(f"{'sessions':>8} {'get_many ms':>12} {'N gets ms':>10} {'ratio':>6} {'put_many ms':>12} {'N puts ms':>10} {'ratio':>6}")
+    print(f"{'sessions':>8} {'get_many ms':>12} {'N gets ms':>10} {'ratio':>6} "
+          f"{'put_many ms':>12} {'N puts ms':>10} {'ratio':>6}")
     for n, row in timings.items():
         print(f"{n:>8} {row['get_many']:>12.3f} {row['n_gets']:>10.3f} {row['n_gets'] / row['get_many']:>6.2f} "
               f"{row['put_many']:>12.3f} {row['n_puts']:>10.3f} {row['n_puts'] / row['put_many']:>6.2f}")

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
 from common import summary  # bench/common.py: also puts the checkout on sys.path
 
 from service.model import ModelStore

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     REDIS_URL,
     Server,
     bare_predictor,
@@ -48,7 +48,8 @@ from common import (  # noqa: E402
     summary,
     video_frames,
 )
-from service.backends import BACKENDS  # noqa: E402  (common put the checkout on the path)
+
+from service.backends import BACKENDS
 
 SPLIT = ("decode", "wait", "state_get", "model", "state_put", "encode")
 
@@ -115,7 +116,7 @@ def stream_frames(url: str, payloads: list[bytes], warmup: int, inflight: int) -
     count = len(payloads) - warmup
     split = {key: median([float(h["timings_ms"][key]) for h in headers]) for key in SPLIT}  # type: ignore[index]
     server = [float(h["latency_ms"]) + float(h["timings_ms"]["encode"]) for h in headers]  # type: ignore[index]
-    split["transport"] = median([rtt - s for rtt, s in zip(rtts, server)])
+    split["transport"] = median([rtt - s for rtt, s in zip(rtts, server, strict=True)])
     dropped = int(headers[-1]["dropped"]) if headers else 0  # type: ignore[arg-type]
     return {"fps": round(count / elapsed, 2), "rtt_ms_p50": round(median(rtts), 3),
             "split_ms": {k: round(v, 3) for k, v in split.items()}, "mask_bytes": round(size / count),
@@ -132,7 +133,7 @@ def versus(rounds: dict[str, list[dict[str, object]]], backends: list[str], infl
     reference = backends[0]
     out: dict[str, dict[str, float]] = {}
     for backend in backends[1:]:
-        pairs = list(zip(rounds[backend], rounds[reference]))
+        pairs = list(zip(rounds[backend], rounds[reference], strict=True))
         # ms per frame is 1000 / fps: other's ms over the reference's = reference's fps over other's
         cells = {"bare": median([float(ref["bare"]["fps"]) / float(other["bare"]["fps"]) for other, ref in pairs])}  # type: ignore[index]
         for n in inflight:

@@ -26,10 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_avg, machine  # noqa: E402
+from common import load_avg, machine
 
-from distill.teachers.isnet import INPUT_SIZE, load_isnet  # noqa: E402
-from service.video import open_media, read_image  # noqa: E402
+from distill.teachers.isnet import INPUT_SIZE, load_isnet
+from service.video import open_media, read_image
 
 DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 

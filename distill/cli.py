@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     # dependency only breaks the command that needs it.
     from distill import distillation, evaluate, export, train_command
     from distill.data import synthetic
-    from distill.teachers import labelling, training as teachers
+    from distill.teachers import labelling
+    from distill.teachers import training as teachers
 
     parser = argparse.ArgumentParser(prog="vsod-train", description="Train, distil and evaluate vsod models.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -62,7 +62,7 @@ class DistContext:
         keys = sorted(values)
         tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
         dist.all_reduce(tensor)
-        return {k: float(v) / self.world_size for k, v in zip(keys, tensor.tolist())}
+        return {k: float(v) / self.world_size for k, v in zip(keys, tensor.tolist(), strict=True)}
 
     def broadcast(self, value: float, device: torch.device) -> float:
         """Rank 0's value on every rank."""

@@ -160,7 +160,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             _fps(result["fps_end_to_end"]),
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -196,12 +197,14 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
         "flicker: the mask's mean change between consecutive frames whose ground truth changes by at most 0.5% "
         "of the pixels.",
     )
-    parser.add_argument("--dataset", default="davis", help="dataset layout: davis, davsod, segtrack, fbms, duts, labelled (default davis)")
+    parser.add_argument("--dataset", default="davis",
+                        help="dataset layout: davis, davsod, segtrack, fbms, duts, labelled (default davis)")
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--split", default=None, help="split to evaluate (e.g. val); default: the layout's default")
     parser.add_argument("--model", default=os.environ.get("VSOD_MODEL"), help="model name in the store (default $VSOD_MODEL)")
     parser.add_argument("--store", default=None, help="model store folder (default $VSOD_MODEL_STORE or ./model_store)")
-    parser.add_argument("--baseline", action="append", default=[], metavar="NAME", help="also score a baseline: framediff (repeatable)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                        help="also score a baseline: framediff (repeatable)")
     parser.add_argument("--teacher", action="append", default=[], metavar="CHECKPOINT",
                         help="also score a teacher checkpoint from `vsod-train teacher` at its training input size (repeatable)")
     parser.add_argument("--max-sequences", type=int, default=None, help="score only the first N sequences")

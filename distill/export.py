@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from distill.runs import (
     warmup_steps,
 )
 from service.model import ARCHITECTURE, Manifest, ModelStore, STKDStudent, StudentConfig
+
 
 def load_student(checkpoint: dict[str, Any]) -> STKDStudent:
     model = STKDStudent(StudentConfig(**checkpoint["model_config"]))
@@ -57,7 +58,8 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
     config = TrainConfig.from_dict(checkpoint["config"])
     lineage = checkpoint.get("lineage", {})
     lines = report_heading(manifest, notes)
-    lines += ["## Training", "", "| dataset | root | split | sequences | frames | annotated frames |", "|---|---|---|---|---|---|"]
+    lines += ["## Training", "", "| dataset | root | split | sequences | frames | annotated frames |",
+              "|---|---|---|---|---|---|"]
     for data in lineage.get("data", []):
         share = f" ({data['share']:.0%} of the samples)" if "share" in data else ""
         lines.append(f"| {data['dataset']}{share} | `{data['root']}` | {data['split']} | {data['sequences']} | {data['frames']} "
@@ -73,12 +75,14 @@ def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dic
         f"{config.batch} clips of {config.clip_len} frames per step at {config.input_size[0]}x{config.input_size[1]}"),
         (f"- training time: {hours} h {rest // 60:02d} min {rest % 60:02d} s ({per_step:.2f} s/step, "
         f"{config.batch / per_step:.2f} clips/s including data loading)"),
-        f"- student: width multiplier {config.width_mult}, {sum(p.numel() for p in load_student(checkpoint).parameters()):,} parameters",
+        f"- student: width multiplier {config.width_mult}, "
+        f"{sum(p.numel() for p in load_student(checkpoint).parameters()):,} parameters",
         *([f"- fine-tuned from `{lineage['init_from'].get('path')}` (weights sha256 `{lineage['init_from'].get('sha256')}`)"]
           if lineage.get("init_from") else []),
         (f"- optimiser: AdamW, peak lr {config.lr}, weight decay {config.weight_decay}, "
         f"{warmup_steps(config, checkpoint['total_steps'])}-step warm-up, cosine decay; seed {config.seed}"),
-        f"- last logged loss: {last['loss']:.4f} (BCE {last['bce']:.4f}, IoU {last['iou']:.4f} on the final map)" if last else "- last logged loss: -",
+        (f"- last logged loss: {last['loss']:.4f} (BCE {last['bce']:.4f}, IoU {last['iou']:.4f} on the final map)"
+         if last else "- last logged loss: -"),
         f"- code: commit `{git.get('commit')}`" + (" (with uncommitted changes)" if git.get("dirty") else ""),
         f"- started {lineage.get('started', '?')}, checkpoint saved {checkpoint.get('saved', '?')}",
         "",
@@ -109,7 +113,8 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", required=True, help="model name in the store")
     parser.add_argument("--store", default=None, help="model store folder (default $VSOD_MODEL_STORE or ./model_store)")
     parser.add_argument("--version", default="1", help="model version string in the manifest (default 1)")
-    parser.add_argument("--input-size", default=None, help="inference input N or HxW (default: the training size; needed with --from-model)")
+    parser.add_argument("--input-size", default=None,
+                        help="inference input N or HxW (default: the training size; needed with --from-model)")
     parser.add_argument("--eval-root", default=None, help="evaluate on this dataset root before writing")
     parser.add_argument("--eval-dataset", default="davis", help="layout of --eval-root (default davis)")
     parser.add_argument("--eval-split", default=None, help="split of --eval-root (e.g. val)")
@@ -170,7 +175,7 @@ def run_export(args: argparse.Namespace) -> int:
         input_size=input_size,
         version=args.version,
         sha256="",
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         lineage={
             "checkpoint": str(Path(args.checkpoint).resolve()),
             "data": lineage.get("data", []),

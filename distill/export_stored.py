@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from distill.measure import measure, measurement_sections, report_heading, save_measured
 from distill.runs import command_line, git_revision, parse_size
@@ -51,7 +51,7 @@ def run_export_stored(args: argparse.Namespace, store: ModelStore) -> int:
         input_size=parse_size(args.input_size),
         version=args.version,
         sha256="",
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         lineage={**source.lineage, "source_model": origin, "export": {"command": command_line(), "git": git_revision()}},
     )
     evaluation, speed, machine = measure(model, manifest, args)

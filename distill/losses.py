@@ -90,7 +90,7 @@ def saliency_loss(
     scale_weights = [weights.final, *weights.sides, weights.coarse]
     total = maps[0].new_zeros(())
     terms: dict[str, float] = {"bce": 0.0, "iou": 0.0}
-    for name, scale_weight, logits in zip(names, scale_weights, maps):
+    for name, scale_weight, logits in zip(names, scale_weights, maps, strict=True):
         bce, iou = bce_iou(logits, resize_target(target, logits.shape[-2:]))
         term = weights.bce * bce + weights.iou * iou
         total = total + scale_weight * term

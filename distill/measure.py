@@ -132,7 +132,8 @@ def save_measured(store: ModelStore, model: STKDStudent, manifest: Manifest, arg
     (folder / REPORT).write_text(report())
     store.load(args.name)  # what was written must verify, or the export is not done
     speed, evaluation = manifest.metrics["speed"], manifest.metrics.get("eval")
-    summary = f"exported {manifest.model_id} to {folder}: {speed['cpu_ms_per_frame']:.1f} ms/frame on CPU ({SPEED_THREADS} threads)"
+    summary = (f"exported {manifest.model_id} to {folder}: {speed['cpu_ms_per_frame']:.1f} ms/frame on CPU "
+               f"({SPEED_THREADS} threads)")
     if evaluation:
         summary += (f"; S={evaluation['student']['s_measure']:.4f} (frame difference "
                     f"{evaluation['baselines']['framediff']['s_measure']:.4f}) on {evaluation['student']['sequences']} sequences")
@@ -142,7 +143,7 @@ def save_measured(store: ModelStore, model: STKDStudent, manifest: Manifest, arg
 def report_heading(manifest: Manifest, notes: str | None) -> list[str]:
     """The report's title, and the exporter's notes under it when given."""
     lines = [f"# Model `{manifest.name}` (version {manifest.version})", ""]
-    return lines + [notes, ""] if notes else lines
+    return [*lines, notes, ""] if notes else lines
 
 
 def measurement_sections(manifest: Manifest, evaluation: dict[str, Any] | None, speed: dict[str, Any],

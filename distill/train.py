@@ -172,7 +172,7 @@ class Trainer:
         if weights is not None:
             if len(weights) != len(self.config.data):
                 raise ValueError(f"{len(weights)} data weights for {len(self.config.data)} data roots")
-            for count, weight in zip(self._counts, weights):
+            for count, weight in zip(self._counts, weights, strict=True):
                 count["weight"] = weight
                 count["share"] = round(weight / sum(weights), 6)
         clips = ClipDataset(

@@ -61,12 +61,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
     apply_thread_policy()  # before torch loads (service.process says why)
 
-    from service.video_writers import MaskVideoWriter, OverlayVideoWriter, overlay
     from service.video import (
         encode_png,
         open_media,
         write_atomic,
     )
+    from service.video_writers import MaskVideoWriter, OverlayVideoWriter, overlay
 
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError("--max-frames must be at least 1")
@@ -257,7 +257,7 @@ def run_models(args: argparse.Namespace) -> int:
     header = ["NAME", "INPUT", "VERSION", "STEP GRAPH"]  # onnx: VSOD_BACKEND=onnxruntime (auto's choice on a CPU) can serve it
     if args.verbose:
         header += ["PARAMS", "GFLOPs@352x352", "GFLOPs@input", "STATE@input"]
-    rows = [header + ["METRICS"]]
+    rows = [[*header, "METRICS"]]
     for name in names:
         try:
             manifest = store.manifest(name)
@@ -265,7 +265,7 @@ def run_models(args: argparse.Namespace) -> int:
                    "onnx" if manifest.step_graph else "-"]
             if args.verbose:
                 row += _measured(store, name, manifest.input_size)
-            rows.append(row + [summarize_metrics(manifest.metrics)])
+            rows.append([*row, summarize_metrics(manifest.metrics)])
         except ModelStoreError as error:  # one broken entry must not hide the others
             rows.append([name, "error:", str(error).splitlines()[0]])
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -238,9 +238,7 @@ class LiveStream(CursorView):
         elif isinstance(action, Sleep):
             time.sleep(action.seconds)
         elif isinstance(action, Drop):
-            try:
+            with suppress(OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
                 self._connection.close()
-            except (OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
-                pass
             self._ws = None
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +203,7 @@ class AsyncLiveStream(CursorView):
         elif isinstance(action, Sleep):
             await asyncio.sleep(action.seconds)
         elif isinstance(action, Drop) and self._ws is not None:
-            try:
+            with suppress(OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
                 await self._ws.close()
-            except (OSError, ConnectionClosed, RuntimeError):  # already broken: nothing to tell the server
-                pass
             self._ws = None
         return None

@@ -121,7 +121,8 @@ def server_message(text: Any) -> MaskHeader | StreamConfig | ResetDone:
     try:
         message = SERVER_MESSAGE.validate_json(text)
     except ValidationError as error:
-        raise StreamError("protocol", f"unexpected message from the server: {text[:200]} ({error.error_count()} problems)") from None
+        raise StreamError("protocol",
+                          f"unexpected message from the server: {text[:200]} ({error.error_count()} problems)") from None
     if isinstance(message, ErrorMessage):
         raise StreamError(message.code, message.message)
     return message

@@ -203,7 +203,7 @@ class Engine:
                 for pending in batch:
                     _fail(pending, EngineClosed("the server is shutting down"))
                 raise
-            except Exception as error:  # one bad batch must not stop the worker
+            except Exception as error:  # noqa: BLE001 - one bad batch must not stop the worker
                 for failed in batch:
                     _fail(failed, error)
 
@@ -222,7 +222,7 @@ class Engine:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 except asyncio.CancelledError:  # shutting down: hand the frames back for close() to fail
                     self._carry.extendleft(reversed(batch[1:]))
@@ -248,7 +248,7 @@ class Engine:
             await self._stored(request.session)  # load after this session's own pending save, never before it
         loaded, available = await self.state_io.load(loads)
         fetched = time.perf_counter()
-        by_session = {request.session: found for request, found in zip(loads, loaded)}
+        by_session = {request.session: found for request, found in zip(loads, loaded, strict=True)}
         contexts: list[Context | None] = []
         notes: list[str | None] = []
         for op in batch:
@@ -267,8 +267,8 @@ class Engine:
         probabilities, new_carried = await self._in_thread(self.predictor.infer_batch, frames, carried)
         inferred = time.perf_counter()
         new_contexts = [Context(new, context.frame + 1, context.created) if context is not None else None
-                        for new, context in zip(new_carried, contexts)]
-        for op, new_context in zip(batch, new_contexts):
+                        for new, context in zip(new_carried, contexts, strict=True)]
+        for op, new_context in zip(batch, new_contexts, strict=True):
             if isinstance(op, _Step) and not op.computed.done():
                 assert new_context is not None  # a step always runs with a context, loaded or carried
                 op.computed.set_result(new_context)
@@ -276,7 +276,7 @@ class Engine:
         for sid in {op.session_id for op in steps}:
             self._unstored[sid] = self._unstored.get(sid, 0) + 1
         answers = [_Answer(op, probability, context, note)
-                   for op, probability, context, note in zip(batch, probabilities, new_contexts, notes)]
+                   for op, probability, context, note in zip(batch, probabilities, new_contexts, notes, strict=True)]
         self._storing = asyncio.create_task(
             self._save_and_answer(self._storing, answers, available, started, inferred, timings))
 
@@ -307,7 +307,7 @@ class Engine:
                     result = FrameResult(answer.probability, op.frame.shape[:2], 0, latency, 0, None, saved,
                                          {"decode": 0.0, "wait": _ms(started - op.submitted), **shared})
                 _resolve(op.future, result)
-        except Exception as error:  # e.g. the store failed in an unexpected way: these frames are lost
+        except Exception as error:  # noqa: BLE001 - e.g. the store failed in an unexpected way: these frames are lost
             for answer in answers:
                 _fail(answer.op, error)
         finally:

@@ -56,19 +56,19 @@ def write_npz(masks: Iterator[np.ndarray], count: int, out: Path) -> None:
     height, width = first.shape if first is not None else (0, 0)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": (count if first is not None else 0, height, width)}
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-        with archive.open("masks.npy", "w", force_zip64=True) as member:
-            np.lib.format.write_array_header_2_0(member, header)
-            if first is None:
-                return
-            written = 0
-            for mask in itertools.chain([first], masks):
-                if mask.shape != (height, width):  # a stream that changed size mid-clip
-                    mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
-                member.write(np.ascontiguousarray(mask).tobytes())
-                written += 1
-            if written != count:
-                raise ValueError(f"the result zip held {written} masks, not {count}")
+    with (zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive,
+          archive.open("masks.npy", "w", force_zip64=True) as member):
+        np.lib.format.write_array_header_2_0(member, header)
+        if first is None:
+            return
+        written = 0
+        for mask in itertools.chain([first], masks):
+            if mask.shape != (height, width):  # a stream that changed size mid-clip
+                mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+            member.write(np.ascontiguousarray(mask).tobytes())
+            written += 1
+        if written != count:
+            raise ValueError(f"the result zip held {written} masks, not {count}")
 
 
 def convert_result(zip_path: Path, fmt: str, fps: float | None, out: Path) -> None:
@@ -147,5 +147,5 @@ class Results:
             await asyncio.sleep(LOCK_S / 3)
             try:
                 await self.store.renew_lock(lock, LOCK_S)
-            except Exception as error:  # the store is briefly down: the lock may lapse; a build may repeat
+            except Exception as error:  # noqa: BLE001 - the store is briefly down: the lock may lapse; a build may repeat
                 log.warning("renewing %s failed: %s", lock, error)

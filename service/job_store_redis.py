@@ -113,7 +113,7 @@ class RedisJobStore(JobStore):
             return await operation
         try:
             return await asyncio.wait_for(operation, self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RedisTimeout(f"Redis gave no answer within {self.timeout_s:g} s") from None
 
     async def get(self, job_id: str) -> JobRecord | None:

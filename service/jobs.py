@@ -51,7 +51,6 @@ from .metrics import Metrics
 from .settings import Settings
 from .video import VideoError, encode_png, open_video
 
-
 log = logging.getLogger("vsod.jobs")
 STORE_ERRORS = (RedisError, ConnectionError, TimeoutError)  # the job store is unreachable (not the job's fault)
 MAX_BACKOFF_S = 5.0
@@ -212,7 +211,7 @@ class JobRunner:
         try:
             await asyncio.wait_for(self.store.requeue(record), REQUEUE_TIMEOUT_S)
             log.info("job %s: given back to the queue at shutdown", record.job_id)
-        except Exception as error:  # e.g. Redis down too: the lease lapses and a reaper requeues it
+        except Exception as error:  # noqa: BLE001 - e.g. Redis down too: the lease lapses and a reaper requeues it
             log.warning("job %s: could not requeue at shutdown (%s); its lease will lapse", record.job_id, error)
 
     async def _heartbeat(self, job_id: str, worker: str, lost: asyncio.Event) -> None:
@@ -222,7 +221,7 @@ class JobRunner:
                 if not await self.store.heartbeat(job_id, worker, self.lease_s):
                     lost.set()
                     return
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a missed heartbeat is retried at the next; the lease outlasts a few
                 log.warning("job %s heartbeat failed: %s", job_id, error)
 
     async def _process(self, record: JobRecord, workdir: Path, lost: asyncio.Event) -> None:

@@ -112,7 +112,8 @@ def markdown_table() -> str:
     for model in MESSAGES:
         fields = ", ".join(f"`{name}`" + ("" if info.is_required() else "?")
                            for name, info in model.model_fields.items() if name != "type")
-        rows.append(f"| `{{\"type\":\"{model.model_fields['type'].default}\"}}` {model.__name__} | {_DIRECTION[model]} | {fields or '–'} |")
+        message = f"`{{\"type\":\"{model.model_fields['type'].default}\"}}` {model.__name__}"
+        rows.append(f"| {message} | {_DIRECTION[model]} | {fields or '–'} |")
     return "\n".join(rows)
 
 

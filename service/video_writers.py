@@ -7,6 +7,7 @@ MPEG-4 Part 2 ("mp4v") in mp4, which browsers refuse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -96,10 +97,8 @@ class _H264Writer:
     def abort(self) -> None:
         """Drop the partial file (an interrupted run leaves no truncated video behind)."""
         if self._container is not None:
-            try:
+            with contextlib.suppress(av.FFmpegError):
                 self._container.close()
-            except av.FFmpegError:
-                pass
             self._container = None
         self._tmp.unlink(missing_ok=True)
 

@@ -3,9 +3,8 @@ and every bad input getting a clear JSON error with the right status."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx

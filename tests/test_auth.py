@@ -76,7 +76,8 @@ def test_public_and_protected_routes(server: Server) -> None:
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     spec = httpx.get(server.url + "/openapi.json").json()
     assert spec["components"]["securitySchemes"]["ApiKey"] == {
-        "type": "apiKey", "in": "header", "name": "X-API-Key", "description": spec["components"]["securitySchemes"]["ApiKey"]["description"]}
+        "type": "apiKey", "in": "header", "name": "X-API-Key",
+        "description": spec["components"]["securitySchemes"]["ApiKey"]["description"]}
 
 
 async def _refused(url: str, headers: dict[str, str] | None = None) -> tuple[dict, int | None]:

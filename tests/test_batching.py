@@ -49,7 +49,7 @@ def test_closing_during_the_window_fails_the_waiting_frames(model_store: ModelSt
         engine = memory_engine(predictor, batch_size=4)
         await engine.start()
         frames = moving_square_frames(3, seed=2)
-        for session, frame in zip("abc", frames):  # three active sessions, no window yet
+        for session, frame in zip("abc", frames, strict=True):  # three active sessions, no window yet
             await step(engine, session, frame)
         engine.batch_wait_s = 600
         pending = [asyncio.ensure_future(step(engine, s, frames[0])) for s in ("a", "b")]
@@ -95,7 +95,7 @@ def test_the_window_forgets_idle_sessions(model_store: ModelStore) -> None:
         engine = memory_engine(predictor, batch_size=1)
         await engine.start()
         try:
-            for session, frame in zip("abc", frames):
+            for session, frame in zip("abc", frames[:3], strict=True):
                 await step(engine, session, frame)
             await asyncio.sleep(ACTIVE_S + 0.1)
             await step(engine, "d", frames[3])

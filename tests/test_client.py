@@ -75,7 +75,7 @@ def calling_before(frames: list[np.ndarray], index: int, action: Callable[[], No
 def assert_close(masks: list[np.ndarray], expected: list[np.ndarray]) -> None:
     # Streaming runs one frame per pass and the clip path eight: a few pixels may round apart (±1).
     assert len(masks) == len(expected)
-    assert all(max_diff(got, want) <= 1 for got, want in zip(masks, expected))
+    assert all(max_diff(got, want) <= 1 for got, want in zip(masks, expected, strict=True))
 
 
 def test_stream_equals_offline(server: Server, predictor: Predictor) -> None:
@@ -264,7 +264,7 @@ def test_a_result_zip_with_an_unreadable_mask_is_refused_by_name() -> None:
     with zipfile.ZipFile(masks, "w") as archive:
         archive.writestr("000000.png", cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())
         archive.writestr("000001.png", b"not a png")
-    with pytest.raises(ValueError, match="000001.png in the masks zip is not a readable image"):
+    with pytest.raises(ValueError, match=r"000001\.png in the masks zip is not a readable image"):
         decode_result(masks.getvalue(), "zip")
 
 

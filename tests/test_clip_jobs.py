@@ -112,7 +112,7 @@ def test_clip_to_zip_equals_vsod_predict(server: Server, clip: Path, predicted: 
     assert 'filename="walk_masks.zip"' in result.headers["content-disposition"]
     names, masks = zip_masks(result.content)
     assert names == [f"{i:05d}.png" for i in range(20)]
-    for got, expected in zip(masks, predicted):  # the same frames through the same chunked clip path
+    for got, expected in zip(masks, predicted, strict=True):  # the same frames through the same chunked clip path
         assert np.array_equal(got, expected)
 
     npz = httpx.get(f"{server.url}/v1/jobs/{job_id}/result", params={"format": "npz"})
@@ -127,7 +127,7 @@ def test_clip_to_zip_equals_vsod_predict(server: Server, clip: Path, predicted: 
         frames = [frame for _, frame in video.frames()]
     assert len(frames) == 20 and frames[0].shape == (72, 96, 3)
     # Lossy H.264 of the masks: close to them, not equal.
-    assert np.mean([np.abs(f[..., 0].astype(int) - m).mean() for f, m in zip(frames, masks)]) < 8
+    assert np.mean([np.abs(f[..., 0].astype(int) - m).mean() for f, m in zip(frames, masks, strict=True)]) < 8
 
 
 def test_raw_video_body(redis_server: Server, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_job_of_a_dead_worker_is_requeued_and_finishes(redis_server: Server, cli
     status = wait_for(redis_server, job_id)  # the lease lapses, the reaper requeues, this server runs it
     assert status["status"] == "done" and status["attempts"] == 2 and status["frames_done"] == 20
     _, masks = zip_masks(httpx.get(f"{redis_server.url}/v1/jobs/{job_id}/result").content)
-    assert all(np.array_equal(got, expected) for got, expected in zip(masks, predicted))
+    assert all(np.array_equal(got, expected) for got, expected in zip(masks, predicted, strict=True))
 
 
 def test_job_whose_workers_keep_dying_fails(redis_server: Server, clip: Path) -> None:

@@ -50,7 +50,7 @@ def test_shapes_ranges_and_batching(synthetic: list[VideoSequence]) -> None:
     assert item["frames"].shape == (3, 3, *SIZE) and item["frames"].dtype == torch.float32
     assert item["masks"].shape == (3, 1, *SIZE) and item["masks"].dtype == torch.float32
     assert item["valid"].dtype == torch.bool and item["valid"].all()
-    assert 0.0 <= float(item["frames"].min()) and float(item["frames"].max()) <= 1.0
+    assert float(item["frames"].min()) >= 0.0 and float(item["frames"].max()) <= 1.0
     assert set(torch.unique(item["masks"]).tolist()) <= {0.0, 1.0}
     batch = next(iter(DataLoader(dataset, batch_size=4)))
     assert batch["frames"].shape == (4, 3, 3, *SIZE) and batch["valid"].shape == (4, 3)

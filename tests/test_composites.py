@@ -15,8 +15,8 @@ import skimage.data
 
 from distill.data.composites import CompositeAssets, load_backgrounds, load_cutouts
 from distill.data.loaders import load_davis
-from distill.data.sequences import read_mask
 from distill.data.render import Effects, render_frame
+from distill.data.sequences import read_mask
 from distill.data.synthetic import generate_synthetic, sample_scene, sequence_rng
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_cutouts_keep_objects_and_skip_noise_backgrounds_and_reserved_names(tmp_
     assert [c.name for c in cutouts] == ["astronaut/00000"]
     cutout = cutouts[0]
     assert cutout.alpha.shape == cutout.rgb.shape[:2] and cutout.alpha.shape[0] < 512
-    assert cutout.alpha.dtype == np.float32 and 0 <= cutout.alpha.min() and cutout.alpha.max() <= 1
+    assert cutout.alpha.dtype == np.float32 and cutout.alpha.min() >= 0 and cutout.alpha.max() <= 1
     assert ((cutout.alpha > 0.2) & (cutout.alpha < 0.8)).any()  # the soft rim is kept
     assert cutout.alpha[cutout.alpha > 0].min() >= 0.1  # faint teacher noise is not pasted
     with pytest.raises(ValueError, match="nothing to cut out"):

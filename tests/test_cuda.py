@@ -150,11 +150,11 @@ def test_predictor_on_cuda_gives_the_cpu_masks_in_mixed_batches(backend_on_cuda:
     mixed = [a[1], a[0], b[1]]  # stream a continues, a new stream starts on a's first frame, b continues
     mixed_cpu, next_cpu = cpu.step_batch(mixed, [carried_cpu[0], None, carried_cpu[1]])
     mixed_gpu, next_gpu = gpu.step_batch(mixed, [carried_gpu[0], None, carried_gpu[1]])
-    for expected, got in zip(masks_cpu + mixed_cpu, masks_gpu + mixed_gpu):
+    for expected, got in zip(masks_cpu + mixed_cpu, masks_gpu + mixed_gpu, strict=True):
         assert expected.shape == got.shape == (144, 192)
         stray = float((np.abs(expected.astype(np.int16) - got.astype(np.int16)) > 1).mean())
         assert stray <= STRAY_SHARE, f"{stray:.2e} of the mask pixels moved by more than one level"
-    for expected, got in zip(next_cpu, next_gpu):
+    for expected, got in zip(next_cpu, next_gpu, strict=True):
         assert got["features"].dtype == np.float32 and got["features"].shape == expected["features"].shape
         assert np.allclose(got["features"], expected["features"], atol=5e-2, rtol=2e-2)
 

@@ -368,7 +368,8 @@ class Replica:
         executable = shutil.which(command[0], path=env["PATH"])
         assert executable, f"{command[0]} is not installed (pip install -e .)"
         with open(log, "wb") as out:
-            self.process = subprocess.Popen([executable, *command[1:]], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+            self.process = subprocess.Popen([executable, *command[1:]], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            cwd=log.parent)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -48,7 +48,7 @@ def write_davis(root: Path, sequences: int = 2, frames: int = 6, split: str = "v
         (root / "JPEGImages/480p" / name).mkdir(parents=True, exist_ok=True)
         (root / "Annotations/480p" / name).mkdir(parents=True, exist_ok=True)
         keep = set(range(frames)) if annotated is None else set(annotated)
-        for t, (image, mask) in enumerate(zip(images, masks)):
+        for t, (image, mask) in enumerate(zip(images, masks, strict=True)):
             frame = f"/JPEGImages/480p/{name}/{t:05d}.jpg"
             cv2.imwrite(str(root) + frame, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
             if t in keep:
@@ -126,7 +126,7 @@ def test_frame_difference_marks_the_moving_object() -> None:
     images, masks = square_frames(6)
     maps = list(frame_difference_clip(images))
     assert len(maps) == len(images)
-    for motion, mask in zip(maps, masks):
+    for motion, mask in zip(maps, masks, strict=True):
         assert motion.dtype == np.uint8 and motion.shape == mask.shape
         assert motion.max() == 255  # normalised per frame
         assert motion[mask > 0].mean() > 2 * motion[mask == 0].mean()
@@ -140,7 +140,7 @@ def test_frame_difference_is_scored_and_far_from_perfect(davis_root: Path) -> No
     result = evaluate_sequences(frame_difference_clip, sequences, progress=False)
     for metric in ("mae", "s_measure", "max_f", "mean_e"):
         assert 0.0 <= result[metric] <= 1.0
-    assert 0.0 < result["mae"] and result["s_measure"] < 0.95
+    assert result["mae"] > 0.0 and result["s_measure"] < 0.95
     assert result["fps_model"] > 0 and result["fps_end_to_end"] > 0
 
 

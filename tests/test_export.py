@@ -81,7 +81,7 @@ def test_export_writes_a_verified_model_with_measured_report(checkpoint: Path, t
     assert len(masks) == 4 and all(m.shape == frames[0].shape[:2] and m.dtype == np.uint8 for m in masks)
     graph_predictor = Predictor.from_store("tiny", store, device="cpu", backend="onnxruntime")
     carried = None
-    for frame, mask in zip(frames, masks):
+    for frame, mask in zip(frames, masks, strict=True):
         streamed, carried = graph_predictor.step(frame, carried)
         assert np.abs(streamed.astype(int) - mask.astype(int)).max() <= 1
 
@@ -121,7 +121,7 @@ def test_a_stored_model_is_exported_again_at_another_input_size(checkpoint: Path
                       "--name", "tiny", "--version", "2", "--store", str(release), "--eval-root", str(eval_root),
                       "--eval-split", "val", "--speed-frames", "2", "--notes", "Served larger.", "--no-progress")
     assert done.returncode == 0, done.stderr
-    model, manifest = ModelStore(release).load("tiny")
+    _model, manifest = ModelStore(release).load("tiny")
     assert manifest.sha256 == source.sha256 and manifest.version == "2" and manifest.input_size == (96, 96)
     assert manifest.metrics["speed"]["input_size"] == [96, 96] and manifest.metrics["eval"]["student"]["sequences"] == 2
     assert manifest.step_graph["inputs"]["frames"] == ["batch", 3, 96, 96]

@@ -127,7 +127,7 @@ def test_redis_down_at_start(server: Server, redis_process: RedisProcess, predic
     hello, pairs = asyncio.run(main())
     assert hello["temporal"] is False and hello["frame"] == 0
     assert [(h["frame"], h["temporal"]) for h, _ in pairs] == [(0, False), (1, False)]
-    for (_, mask), frame in zip(pairs, frames):  # each frame on its own: the still-image result
+    for (_, mask), frame in zip(pairs, frames, strict=True):  # each frame on its own: the still-image result
         assert max_diff(decode_png_mask(mask), predictor.predict_image(frame)) <= 1
 
     redis_process.start()
@@ -171,11 +171,11 @@ def test_stream_goes_on_without_redis_and_recovers(server: Server, redis_process
     assert all("restarted" not in h for h in headers[:back])
     # Before the loss: the temporal path. During it: frame by frame. After it: a fresh context again.
     offline = list(predictor.predict_clip(frames[:3]))
-    assert all(max_diff(mask, expected) <= 1 for (_, mask), expected in zip(out[:3], offline))
-    for (_, mask), frame in zip(out[3:back], frames[3:back]):
+    assert all(max_diff(mask, expected) <= 1 for (_, mask), expected in zip(out[:3], offline, strict=True))
+    for (_, mask), frame in zip(out[3:back], frames[3:back], strict=True):
         assert max_diff(mask, predictor.predict_image(frame)) <= 1
     resumed = list(predictor.predict_clip(frames[back : back + 2]))
-    assert all(max_diff(mask, expected) <= 1 for (_, mask), expected in zip(out[back:], resumed))
+    assert all(max_diff(mask, expected) <= 1 for (_, mask), expected in zip(out[back:], resumed, strict=True))
     info = httpx.get(f"{server.url}/v1/sessions/walker").json()
     assert info["frame"] == len(out)  # the state is stored again
 

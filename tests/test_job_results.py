@@ -92,7 +92,7 @@ def test_results_of_a_long_clip_are_streamed_with_bounded_memory(server: Server,
           f"of {FRAMES} {WIDTH}x{HEIGHT} masks: +{growth_mb:.0f} MB")
     assert growth_mb < RSS_BOUND_MB, growth_mb
 
-    for (fmt, path), (code, headers) in zip(requests, answers):
+    for (fmt, path), (code, headers) in zip(requests, answers, strict=True):
         assert code == 200 and int(headers["content-length"]) == path.stat().st_size > 0, (fmt, headers)
     assert server.output().count("built its npz result") == 1  # the two concurrent requests shared one build
     assert server.output().count("built its mp4 result") == 1

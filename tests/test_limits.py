@@ -88,7 +88,7 @@ def test_video_header_and_limits(tmp_path: Path) -> None:
     with pytest.raises(LimitExceeded, match="8 frames; the limit is 7") as error:
         check_video(header, 96, 7, 4.0)
     assert error.value.code == "clip_too_long"
-    with pytest.raises(LimitExceeded, match="lasts 4.0 s; the limit is 3.5 s"):
+    with pytest.raises(LimitExceeded, match=r"lasts 4\.0 s; the limit is 3\.5 s"):
         check_video(header, 96, 8, 3.5)
 
 

@@ -61,7 +61,7 @@ def test_davis_2016(tmp_path: Path) -> None:
     assert read_rgb(val.frames[0]).shape == (H, W, 3)
     assert [s.name for s in load_davis(tmp_path, "train")] == ["car"]
     assert [s.name for s in load_davis(tmp_path, None)] == ["bear", "car"]
-    with pytest.raises(DatasetError, match="no split 'test'.*train, val"):
+    with pytest.raises(DatasetError, match=r"no split 'test'.*train, val"):
         load_davis(tmp_path, "test")
 
 
@@ -159,7 +159,7 @@ def test_duts_one_frame_sequences(tmp_path: Path) -> None:
 
 def test_clear_errors(tmp_path: Path) -> None:
     assert set(DATASETS) == {"davis", "davsod", "segtrack", "fbms", "duts", "labelled"}
-    with pytest.raises(ValueError, match="unknown dataset 'kitti'.*davis"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'kitti'.*davis"):
         load_dataset("kitti", tmp_path)
     missing = tmp_path / "nowhere"
     for name in DATASETS:
@@ -193,9 +193,9 @@ def test_mask_and_frame_formats(tmp_path: Path) -> None:
     assert read_rgb(tmp_path / "grey.jpg").shape == (H, W, 3)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(ValueError, match=r"broken\.jpg"):
         read_rgb(broken)
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(ValueError, match=r"broken\.jpg"):
         read_mask(broken)
-    with pytest.raises(ValueError, match="absent.png"):
+    with pytest.raises(ValueError, match=r"absent\.png"):
         read_rgb(tmp_path / "absent.png")

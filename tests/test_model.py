@@ -73,7 +73,7 @@ def test_stream_equals_offline_clip(model_store) -> None:
         mask, state_obj = predictor.step(frame, state_obj)
         masks_stream.append(mask)
     assert set(state_obj) == {"features"}  # what the model carries; frame counting is the session owner's
-    for a, b in zip(masks_offline, masks_stream):
+    for a, b in zip(masks_offline, masks_stream, strict=True):
         assert a.shape == (90, 120) and a.dtype == np.uint8
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
@@ -94,7 +94,8 @@ def test_masks_round_like_the_reference_formula() -> None:
     probabilities[0, 0, 4:8, :4] = 1.5 / 255
     probabilities[1, 0, :4, :4] = 1.0
     sizes = [(64, 48), (150, 97)]
-    for mask, probability, (height, width) in zip(probabilities_to_masks(probabilities, sizes), probabilities, sizes):
+    masks = probabilities_to_masks(probabilities, sizes)
+    for mask, probability, (height, width) in zip(masks, probabilities, sizes, strict=True):
         resized = cv2.resize(probability[0].numpy(), (width, height), interpolation=cv2.INTER_LINEAR)
         assert np.array_equal(mask, np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8))
 

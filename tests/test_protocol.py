@@ -11,8 +11,8 @@ from pydantic import BaseModel, ValidationError
 
 from service import protocol
 from service.api.app import create_app
-from service.client_stream import FINAL_CLOSE_CODES, hello_message, server_message
 from service.client_common import StreamError
+from service.client_stream import FINAL_CLOSE_CODES, hello_message, server_message
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = (REPO / "service" / "static" / "app.js").read_text()
@@ -26,7 +26,7 @@ def page_blocks() -> dict[str, str]:
     """The page's handler body for each server message type it recognises (`message.type === "x"`)."""
     handler = PAGE[PAGE.index("function onMessage("):PAGE.index("function onClose(")]
     parts = re.split(r'message\.type === "(\w+)"', handler)
-    return {kind: body for kind, body in zip(parts[1::2], parts[2::2])}
+    return {kind: body for kind, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def test_the_page_reads_only_fields_the_protocol_defines() -> None:

@@ -66,11 +66,11 @@ def test_predictor_masks_within_one_level_of_eager(model_store: ModelStore, back
     assert optimised.runtime.backend == backend
     masks_e, states_e = eager.step_batch(frames[:2], [None, None])
     masks_o, states_o = optimised.step_batch(frames[:2], [None, None])
-    assert all(max_diff(a, b) <= 1 for a, b in zip(masks_e, masks_o))
+    assert all(max_diff(a, b) <= 1 for a, b in zip(masks_e, masks_o, strict=True))
     # Mixed: one stream continues, one starts, one still image.
     mixed_e, _ = eager.step_batch(frames[2:] + frames[:1], [states_e[0], None, states_e[1]])
     mixed_o, next_o = optimised.step_batch(frames[2:] + frames[:1], [states_o[0], None, states_o[1]])
-    assert all(max_diff(a, b) <= 1 for a, b in zip(mixed_e, mixed_o))
+    assert all(max_diff(a, b) <= 1 for a, b in zip(mixed_e, mixed_o, strict=True))
     assert len(next_o) == 3 and all(np.isfinite(carried["features"]).all() for carried in next_o)
 
 
@@ -109,13 +109,14 @@ def test_the_export_is_recorded_and_verified(model_store: ModelStore, tmp_path: 
     with pytest.raises(ModelStoreError, match="does not match the sha256"):
         Predictor.from_store("test-student", store, device="cpu", backend="onnxruntime")
     graph.unlink()
-    with pytest.raises(ModelStoreError, match="step graph 'step.onnx' is missing"):
+    with pytest.raises(ModelStoreError, match=r"step graph 'step\.onnx' is missing"):
         Predictor.from_store("test-student", store, device="cpu", backend="auto")
     assert store.add_step_graph("test-student")["sha256"] == record["sha256"]  # the export is deterministic
     assert Predictor.from_store("test-student", store, device="cpu", backend="onnxruntime").runtime.backend == "onnxruntime"
 
 
-def test_a_model_without_a_graph_runs_torchscript_on_auto_and_refuses_onnxruntime(model_store: ModelStore, tmp_path: Path) -> None:
+def test_a_model_without_a_graph_runs_torchscript_on_auto_and_refuses_onnxruntime(
+        model_store: ModelStore, tmp_path: Path) -> None:
     model, manifest = model_store.load("test-student")
     store = ModelStore(tmp_path)
     store.save(model, manifest, step_graph=False)

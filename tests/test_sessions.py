@@ -184,7 +184,7 @@ def test_state_expiring_mid_stream_is_flagged(server: Server) -> None:
     frames = moving_square_frames(3)
 
     async def main() -> list[dict[str, object]]:
-        connection, hello = await open_stream(server.ws_url)
+        connection, _hello = await open_stream(server.ws_url)
         first, _ = await send_and_receive(connection, png(frames[0]))
         await asyncio.sleep(TTL_S + 0.5)  # the open connection does not keep the state alive by itself
         second, _ = await send_and_receive(connection, png(frames[1]))
@@ -234,5 +234,5 @@ def test_state_of_another_model_is_refused_and_restarts(server: Server, model_st
     from tests.servers import decode_png_mask
 
     predictor = Predictor(*model_store.load("test-student"), device="cpu")
-    for got, expected in zip(masks, predictor.predict_clip(frames)):
+    for got, expected in zip(masks, predictor.predict_clip(frames), strict=True):
         assert max_diff(decode_png_mask(got), expected) <= 1

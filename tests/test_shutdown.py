@@ -17,7 +17,6 @@ import redis
 from websockets.exceptions import ConnectionClosed
 
 from service.live import SessionState
-
 from tests.servers import (
     REDIS_URL,
     Server,

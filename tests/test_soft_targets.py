@@ -85,7 +85,7 @@ def test_clip_dataset_keeps_soft_maps_soft(tmp_path: Path) -> None:
     augmented = ClipDataset(sequences, clip_len=3, input_size=(32, 32), augment=True, seed=1, samples_per_epoch=8)
     for index in range(8):  # video clips and the one-frame photo's jittered copies
         masks = augmented[index]["masks"]
-        assert masks.dtype == torch.float32 and 0 <= float(masks.min()) and float(masks.max()) <= 1
+        assert masks.dtype == torch.float32 and float(masks.min()) >= 0 and float(masks.max()) <= 1
         inside = ((masks > 0.02) & (masks < 0.98)).float().mean()
         assert inside > 0.005, f"item {index}: the soft rim was binarised"
 

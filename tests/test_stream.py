@@ -15,8 +15,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from service.engine_types import FrameResult
-from service.model import Predictor
 from service.live import MemorySessionStore
+from service.model import Predictor
 from service.video import decode_image_bytes
 from tests.engines import memory_engine, offer, slot, step
 from tests.servers import (
@@ -99,10 +99,10 @@ def test_30_frame_stream_equals_offline(server: Server, predictor: Predictor) ->
     assert all(h["width"] == 96 and h["height"] == 72 and h["dropped"] == 0 and h["latency_ms"] >= 0 for h in headers)
     # The offline path on the very frames the server decoded (JPEG is lossy, the decoder is not random).
     offline = list(predictor.predict_clip([decode_image_bytes(data) for data in encoded]))
-    assert all(max_diff(got, expected) <= 1 for got, expected in zip(masks, offline))
+    assert all(max_diff(got, expected) <= 1 for got, expected in zip(masks, offline, strict=True))
     # Streaming steps one frame per pass and the clip path eight; float sums differ in the last bits,
     # so a few pixels round the other way (the model's own stream-vs-clip test allows the same ±1).
-    assert np.mean([np.mean(got == expected) for got, expected in zip(masks, offline)]) >= 0.99
+    assert np.mean([np.mean(got == expected) for got, expected in zip(masks, offline, strict=True)]) >= 0.99
 
 
 def test_reconnect_to_second_server_resumes(redis_servers: tuple[Server, Server, str], predictor: Predictor) -> None:
@@ -115,7 +115,7 @@ def test_reconnect_to_second_server_resumes(redis_servers: tuple[Server, Server,
     assert hello["session_id"] == "camera-7" and hello["frame"] == 15  # the other process knows where it was
     assert [h["frame"] for h in head_a + head_b] == list(range(30))
     offline = list(predictor.predict_clip(frames))
-    assert all(max_diff(got, expected) <= 1 for got, expected in zip(masks_a + masks_b, offline))
+    assert all(max_diff(got, expected) <= 1 for got, expected in zip(masks_a + masks_b, offline, strict=True))
     # Without the carried state frame 15 would come out differently: the resume did carry context.
     fresh, _ = predictor.step(frames[15])
     assert max_diff(fresh, offline[15]) > 1
@@ -143,7 +143,7 @@ def test_bad_inputs_get_errors_and_the_session_goes_on(memory_server: Server) ->
     frame = png(moving_square_frames(1)[0])
 
     async def main() -> list[dict]:
-        connection, hello = await open_stream(memory_server.ws_url)
+        connection, _hello = await open_stream(memory_server.ws_url)
         errors = []
         for message, _ in cases:
             await connection.send(message)
@@ -154,7 +154,7 @@ def test_bad_inputs_get_errors_and_the_session_goes_on(memory_server: Server) ->
         return errors
 
     errors = asyncio.run(main())
-    for (_, code), error in zip(cases, errors):
+    for (_, code), error in zip(cases, errors, strict=True):
         assert error["type"] == "error" and error["code"] == code and error["message"], error
 
 
@@ -311,7 +311,7 @@ def test_next_frame_runs_while_the_previous_state_is_written(predictor: Predicto
     mask0, state = predictor.step(frames[0])
     mask1, state = predictor.step(frames[1], state)
     mask2, _ = predictor.step(frames[2], state)
-    assert all(max_diff(r.mask, m) <= 1 for r, m in zip(results, [mask0, mask1, mask2]))
+    assert all(max_diff(r.mask, m) <= 1 for r, m in zip(results, [mask0, mask1, mask2], strict=True))
 
 
 def test_frames_of_several_sessions_batch_in_one_pass(predictor: Predictor) -> None:

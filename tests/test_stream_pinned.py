@@ -101,11 +101,11 @@ def test_served_stream_masks_equal_stepping_the_model(model_store: ModelStore, m
     predictor = Predictor.from_store(model, store, "cpu", backend, threads=1)
     expected = stepped_masks(predictor, encoded)
     assert [len(body) for body in served] == [len(body) for body in expected]
-    differing = [index for index, (a, b) in enumerate(zip(served, expected)) if a != b]
+    differing = [index for index, (a, b) in enumerate(zip(served, expected, strict=True)) if a != b]
     assert not differing, f"frames {differing} differ from stepping the model by hand"
     # The state shows in every mask but a session's first ones: without it (every frame a first
     # frame) each other mask comes out otherwise, so a lost state (at the resume, say) cannot pass.
     stateless = [encode_mask(predictor.step(decode_image_bytes(frame))[0], served_format(k), None)
                  for k, frame in enumerate(encoded)]
-    assert [a != b for a, b in zip(stateless, expected)] == [k not in (0, RESET_AT) for k in range(FRAMES)]
+    assert [a != b for a, b in zip(stateless, expected, strict=True)] == [k not in (0, RESET_AT) for k in range(FRAMES)]
     assert len(served[RAW_FROM]) == 72 * 96  # raw: one byte per pixel at the frame's size

@@ -141,7 +141,7 @@ def test_a_motion_only_set_camouflages_every_clip_and_the_default_mix_is_unchang
     default = [sample_scene(sequence_rng(0, "train", i), (64, 96), 8) for i in range(60)]
     explicit = [sample_scene(sequence_rng(0, "train", i), (64, 96), 8, camouflage_share=0.08) for i in range(60)]
     assert [s.camouflage for s in default] == [s.camouflage for s in explicit]
-    assert all(np.array_equal(a.background, b.background) for a, b in zip(default, explicit))
+    assert all(np.array_equal(a.background, b.background) for a, b in zip(default, explicit, strict=True))
 
 
 def test_synth_command_through_its_own_parser(tmp_path: Path) -> None:
@@ -169,6 +169,6 @@ def test_vsod_train_synth_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "wrote 2 sequences" in done.stdout
     assert [s.name for s in load_davis(tmp_path / "syn", "val")] == ["syn-val-s9-0000", "syn-val-s9-0001"]
-    failed = subprocess.run(command[:-2] + ["--split", "no/good"], capture_output=True, text=True, env=env, timeout=120)
+    failed = subprocess.run([*command[:-2], "--split", "no/good"], capture_output=True, text=True, env=env, timeout=120)
     assert failed.returncode == 1
     assert failed.stderr.strip().count("\n") == 0 and "split name" in failed.stderr

@@ -26,7 +26,7 @@ VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 def gradient_masks(count: int, height: int, width: int) -> list[np.ndarray]:
     """Smooth masks that differ per frame, so a lossy codec keeps them recognisable."""
-    ys, xs = np.mgrid[0:height, 0:width]
+    _ys, xs = np.mgrid[0:height, 0:width]
     return [((xs * 255 // (width - 1) + 40 * i) % 256).astype(np.uint8) for i in range(count)]
 
 
@@ -87,10 +87,9 @@ def test_overlay_blend() -> None:
 
 def test_aborted_writer_leaves_nothing(tmp_path: Path) -> None:
     path = tmp_path / "cut.mp4"
-    with pytest.raises(RuntimeError):
-        with MaskVideoWriter(path, fps=10) as writer:
-            writer.write(np.zeros((16, 16), np.uint8))
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), MaskVideoWriter(path, fps=10) as writer:
+        writer.write(np.zeros((16, 16), np.uint8))
+        raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -162,7 +161,7 @@ def test_image_bytes_round_trip() -> None:
     png = encode_png(mask)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED), mask)
-    ok, jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
+    _ok, jpeg = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
     decoded = decode_image_bytes(jpeg.tobytes())
     assert decoded.shape == (16, 16, 3) and abs(int(decoded.mean()) - 128) <= 2
 

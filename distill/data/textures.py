@@ -7,7 +7,7 @@ package folder so nothing is ever downloaded (its `skimage.data` fetchers may fa
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import cv2
@@ -34,7 +34,7 @@ def _skimage_data_dir() -> Path | None:
     return Path(skimage.__file__).parent / "data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_photo(name: str) -> np.ndarray | None:
     """A shipped photo as float32 RGB in [0, 1] (longest side <= 768), or None if this wheel lacks it."""
     folder = _skimage_data_dir()

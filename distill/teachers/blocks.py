@@ -56,7 +56,7 @@ class PyramidPooling(nn.Module):
         size = x.shape[-2:]
         pooled = [
             F.interpolate(branch(F.adaptive_avg_pool2d(x, bin_)), size=size, mode="bilinear", align_corners=False)
-            for bin_, branch in zip(self.bins, self.branches)
+            for bin_, branch in zip(self.bins, self.branches, strict=True)
         ]
         return self.fuse(torch.cat([x, *pooled], dim=1))
 

@@ -121,7 +121,8 @@ def label_sources(sources: list[Path], out: Path, teacher: str = "isnet", varian
         mask_dir = out / "Annotations" / RESOLUTION / name
         image_dir.mkdir(parents=True, exist_ok=True)
         mask_dir.mkdir(parents=True, exist_ok=True)
-        sidecar["sequences"][name] = {"source": str(source), "split": split, "start": start, "stride": stride, "max_frames": max_frames}
+        sidecar["sequences"][name] = {"source": str(source), "split": split, "start": start, "stride": stride,
+                                      "max_frames": max_frames}
         write_atomic(sidecar_path, json.dumps(sidecar, indent=2).encode())
         written[name] = 0
         started = time.perf_counter()

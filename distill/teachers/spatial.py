@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from service.model.encoder import MobileNetV2Encoder
-
 from service.model.layers import init_weights
 
 from .blocks import PyramidPooling, TeacherDecoder, TeacherOutput

@@ -24,9 +24,9 @@ from ..auth import HEADER, ApiKeys, AuthError
 from ..engine import Engine
 from ..job_store import JobStore
 from ..jobs import JobRunner
+from ..live import LiveSessions
 from ..metrics import Metrics
 from ..model import Predictor
-from ..live import LiveSessions
 from ..settings import Settings
 
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file itself
@@ -65,7 +65,7 @@ async def caller(request: Request, key: str | None = Security(api_key_header)) -
     try:
         return services(request).keys.owner(key)
     except AuthError as error:
-        raise HTTPException(error.status, error.message, headers={"WWW-Authenticate": f'ApiKey header="{HEADER}"'})
+        raise HTTPException(error.status, error.message, headers={"WWW-Authenticate": f'ApiKey header="{HEADER}"'}) from None
 
 
 @dataclass
@@ -148,8 +148,7 @@ async def _store(source: IO[bytes], filename: str, content_type: str, limit: int
         source.seek(0)
         if spool is None:
             return Upload(filename, content_type, size, data=source.read())
-        handle = tempfile.NamedTemporaryFile(dir=spool, prefix="upload-", delete=False)
-        with handle:
+        with tempfile.NamedTemporaryFile(dir=spool, prefix="upload-", delete=False) as handle:
             shutil.copyfileobj(source, handle, 1 << 20)
         return Upload(filename, content_type, size, path=Path(handle.name))
 

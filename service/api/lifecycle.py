@@ -27,6 +27,7 @@ the process once the step running on the model's thread (loading, tracing, warmi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -41,9 +42,9 @@ from ..auth import ApiKeys
 from ..engine import Engine, inference_executor
 from ..job_store import JobStore
 from ..jobs import JobRunner, job_store_for
+from ..live import LiveSessions, MemorySessionStore, RedisSessionStore, SessionStore
 from ..metrics import Metrics
 from ..model import ModelStore, Predictor
-from ..live import LiveSessions, MemorySessionStore, RedisSessionStore, SessionStore
 from ..process import LOADING
 from ..settings import Settings
 from ..spool import open_spool
@@ -165,8 +166,6 @@ async def drain(svc: Services) -> None:
     while svc.streams and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     for connection in list(svc.streams):  # stuck (e.g. a client that stopped reading): close it now
-        try:
+        with contextlib.suppress(Exception):  # already closing or gone
             await asyncio.wait_for(connection.ws.close(GOING_AWAY, "server shutting down"), 1.0)
-        except Exception:  # already closing or gone
-            pass
     shutdown_log.info("shutdown drain finished")

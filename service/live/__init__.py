@@ -15,10 +15,10 @@ from .store import MemorySessionStore, RedisSessionStore, SessionStore, StoreUna
 
 __all__ = [
     "EXPIRED",
-    "FrameRefused",
     "RECOVERED",
     "Carried",
     "Connected",
+    "FrameRefused",
     "LiveSessions",
     "MemorySessionStore",
     "RedisSessionStore",

@@ -105,7 +105,7 @@ class LiveSessions:
             found, available = [None] * len(requests), False
         now = time.time()
         loaded = []
-        for request, stored in zip(requests, found):
+        for request, stored in zip(requests, found, strict=True):
             resumed = self.policy.for_frame(stored, request.expected, request.after_outage, available, now)
             if resumed.refused:
                 self.metrics.state_restarts.inc()
@@ -117,7 +117,7 @@ class LiveSessions:
         now = time.time()
         states = [(request.session, SessionState(self.model_id, self.input_size, context.frame, context.carried,
                                                  context.created, now, request.dropped))
-                  for request, context in zip(requests, contexts)]
+                  for request, context in zip(requests, contexts, strict=True)]
         try:
             await self.store.put_many(states)
         except StoreUnavailable:  # these masks are good; the next frames start without context

@@ -91,7 +91,7 @@ class RedisSessionStore(SessionStore):
             raise StoreUnavailable(f"the session store is unavailable: {self._down_reason}")
         try:
             result = await asyncio.wait_for(operation(), self.timeout_s)
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, RedisError, OSError) as error:
             reason = str(error) or f"no answer within {self.timeout_s:g} s"
             if self._down_reason is None:
                 log.warning("session store unavailable (%s); streams go on without temporal context", reason)

@@ -56,7 +56,7 @@ class SaliencyGuidedDecoder(nn.Module):
         coarse = self.coarse_head(deep)
         features, logits = self.deep_lateral(deep), coarse
         side_logits: list[Tensor] = []
-        for stage, lateral in zip(self.stages, reversed(levels[:3])):
+        for stage, lateral in zip(self.stages, reversed(levels[:3]), strict=True):
             features, logits = stage(lateral, features, logits)
             side_logits.append(logits)
         return features, coarse, side_logits

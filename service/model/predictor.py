@@ -26,7 +26,6 @@ from .runtime import Backend, StepRuntime
 from .store import Manifest, ModelStore
 from .student import STKDStudent
 
-
 Carried = dict[str, np.ndarray]
 
 
@@ -93,10 +92,11 @@ class Predictor:
         features = state_tensor.cpu().numpy()
         return probabilities, [{"features": features[i].copy()} for i in range(len(frames))]
 
-    def step_batch(self, frames: Sequence[np.ndarray], carried: Sequence[Carried | None]) -> tuple[list[np.ndarray], list[Carried]]:
+    def step_batch(self, frames: Sequence[np.ndarray],
+                   carried: Sequence[Carried | None]) -> tuple[list[np.ndarray], list[Carried]]:
         """One frame for each of several streams -> masks at each frame's size, and what each carries on."""
         probabilities, new = self.infer_batch(frames, carried)
-        return [self.mask(p, f.shape[:2]) for p, f in zip(probabilities, frames)], new
+        return [self.mask(p, f.shape[:2]) for p, f in zip(probabilities, frames, strict=True)], new
 
     def step(self, frame: np.ndarray, carried: Carried | None = None) -> tuple[np.ndarray, Carried]:
         """One frame of one stream -> its mask at the frame's size and what the next frame needs."""

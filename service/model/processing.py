@@ -46,7 +46,7 @@ def frames_to_tensor(frames: Sequence[np.ndarray], input_size: tuple[int, int]) 
 def probabilities_to_masks(probabilities: Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """B,1,h,w probabilities -> uint8 masks (0..255), each resized to its frame's (height, width)."""
     array = probabilities.detach().float().cpu().numpy()[:, 0]
-    return [probability_to_mask(probability, size) for probability, size in zip(array, sizes)]
+    return [probability_to_mask(probability, size) for probability, size in zip(array, sizes, strict=True)]
 
 
 def probability_to_mask(probability: np.ndarray, size: tuple[int, int]) -> np.ndarray:

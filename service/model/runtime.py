@@ -33,6 +33,7 @@ import logging
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+
 import torch
 from torch import Tensor
 
@@ -119,7 +120,7 @@ class StepRuntime:
             error = step_disagreement(graph, self._step, self.model, self.input_size)
             if error > TOLERANCE:
                 raise RuntimeError(f"the optimised graph differs from eager by {error:.2e} in probability")
-        except Exception as error:  # any tracing problem: the eager model still gives correct masks
+        except Exception as error:  # noqa: BLE001 - any tracing problem: the eager model still gives correct masks
             log.warning("optimised CPU graph unavailable, running eager: %s: %s", type(error).__name__, error)
             self.backend = "eager"
             return

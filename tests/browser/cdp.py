@@ -49,7 +49,7 @@ def chromium_args(executable: str, user_data: Path, video: Path | None, window: 
     ]
     if video is not None:
         args.append(f"--use-file-for-fake-video-capture={video}")
-    return args + ["about:blank"]
+    return [*args, "about:blank"]
 
 
 class PageError(RuntimeError):
@@ -107,7 +107,8 @@ class Page:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{expression!r} still falsy after {timeout_s:g} s; console:\n" + "\n".join(self.console[-20:]))
+                console = "\n".join(self.console[-20:])
+                raise TimeoutError(f"{expression!r} still falsy after {timeout_s:g} s; console:\n{console}")
             await asyncio.sleep(poll_s)
 
     async def goto(self, url: str) -> None:

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ...job_store import JobRecord, QuotaExceeded, new_job_id
 from ...job_results import FORMATS
+from ...job_store import JobRecord, QuotaExceeded, new_job_id
 from ...limits import check_video, video_header
 from ...settings import Settings
 from ...video import VIDEO_SUFFIXES, MediaInfo, UnsupportedVideo, open_video

@@ -32,7 +32,7 @@ async def readyz(request: Request) -> Ready | JSONResponse:
         return problem(503, "shutting down")
     try:
         await asyncio.wait_for(svc.live.ping(), READY_TIMEOUT_S)
-    except Exception as error:  # any failure to reach the store means: do not send traffic here
+    except Exception as error:  # noqa: BLE001 - any failure to reach the store means: do not send traffic here
         reason = str(error) or type(error).__name__
         return problem(503, f"session store ({svc.live.backend}) unreachable: {reason}")
     return Ready(model=svc.predictor.model_id, device=str(svc.predictor.device), backend=svc.predictor.backend,

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from ...limits import check_image
 from ...masks import encode_mask
+from ...protocol import MaskFormat
 from ...video import decode_image_bytes
 from ..deps import Services, read_upload, services
 from ..errors import problems
-from ...protocol import MaskFormat
 
 router = APIRouter(prefix="/v1", tags=["images"])
 IMAGE_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/bmp", "image/webp"})

@@ -25,7 +25,8 @@ def _missing(session_id: str, svc: Services) -> HTTPException:
 
 @router.get("/sessions/{session_id}", response_model=SessionInfo, responses=problems(404, 503),
             summary="A session's progress (does not extend its TTL)")
-async def get_session(session_id: str = SessionId, svc: Services = Depends(services), owner: str = Depends(caller)) -> SessionInfo:
+async def get_session(session_id: str = SessionId, svc: Services = Depends(services),
+                      owner: str = Depends(caller)) -> SessionInfo:
     key = scoped(owner, session_id)  # another API key's session of the same name is another session
     state = await svc.live.get(key) if valid_session_id(session_id) else None
     if state is None:
@@ -40,7 +41,8 @@ async def get_session(session_id: str = SessionId, svc: Services = Depends(servi
 
 @router.delete("/sessions/{session_id}", status_code=204, response_class=Response, responses=problems(404, 503),
                summary="Forget a session's temporal state")
-async def delete_session(session_id: str = SessionId, svc: Services = Depends(services), owner: str = Depends(caller)) -> Response:
+async def delete_session(session_id: str = SessionId, svc: Services = Depends(services),
+                         owner: str = Depends(caller)) -> Response:
     if not (valid_session_id(session_id) and await svc.live.delete(scoped(owner, session_id))):
         raise _missing(session_id, svc)
     return Response(status_code=204)

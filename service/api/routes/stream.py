@@ -11,6 +11,7 @@ with 1001.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -78,7 +79,7 @@ class Connection:
             except EngineClosed:
                 await self.ws.close(GOING_AWAY, "server shutting down")
                 return
-            except Exception as error:  # the store failed: this frame is lost, the session goes on
+            except Exception as error:  # noqa: BLE001 - the store failed: this frame is lost, the session goes on
                 await self.error("unavailable", f"frame not processed: {type(error).__name__}: {error}")
                 continue
             if isinstance(event, StreamClosing):
@@ -211,7 +212,5 @@ async def stream(ws: WebSocket, session_id: str | None = None) -> None:
             sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
         if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-            try:
+            with contextlib.suppress(RuntimeError):
                 await ws.close(NORMAL)
-            except RuntimeError:
-                pass
