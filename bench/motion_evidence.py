@@ -88,7 +88,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
 
     for sequence in load_sequences("davis", args.root, args.split, args.max_sequences):
         frames = frames_to_tensor([read_image(path) for path in sequence.frames], size)
-        features8 = model.encoder((frames - model.mean) / model.std)[1]
+        features8 = model.encoder(model.normalise(frames))[1]
         grey = MotionEncoder.grey(frames)
         for t in range(1, len(frames)):
             if t not in sequence.masks:

@@ -34,7 +34,7 @@ from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_train
 from distill.teacher_cache import TeacherCache, fingerprint
 from distill.teachers import LoadedTeacher, SpatialTeacher, TemporalTeacher, load_teacher
 from distill.train import VIRTUAL_SAMPLES, Trainer
-from service.model import StudentOutput
+from service.model import STKDStudent, StudentOutput
 
 DISTILL_FLAGS = (*CONFIG_FLAGS, "init_from", "spatial_teacher", "temporal_teacher", "gt_weight", "skd_feature", "skd_map",
                  "tkd_feature", "tkd_map", "kd_coarse", "kd_temperature", "motion_channels")
@@ -74,7 +74,7 @@ class IndexedClips(Dataset):
 class StudentWithAdapters(nn.Module):
     """The student's clip forward plus its adapted features: one module, so DDP syncs both."""
 
-    def __init__(self, student: nn.Module, adapters: KDAdapters) -> None:
+    def __init__(self, student: STKDStudent, adapters: KDAdapters) -> None:
         super().__init__()
         self.student, self.adapters = student, adapters
 
@@ -85,6 +85,7 @@ class StudentWithAdapters(nn.Module):
 
 class DistillTrainer(Trainer):
     command = "distill"
+    model: STKDStudent  # the student `Trainer.build_model` builds
 
     def __init__(self, config: DistillConfig, runtime: Any, checkpoint: dict[str, Any] | None = None,
                  cache_root: Path | None = None) -> None:

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -358,7 +358,23 @@ def runtime_from_args(args: argparse.Namespace) -> Runtime:
                    args.stop_at, str(device), resolve_amp(args.amp, device), context)
 
 
-def run_training(args: argparse.Namespace, trainer_cls: type, config_cls: type,
+class TrainingRun(Protocol):
+    """A trainer, built: `run()` trains to the end of its schedule or budget and returns the summary."""
+
+    def run(self) -> dict[str, Any]: ...
+
+
+class TrainerClass(Protocol):
+    """A trainer class (`distill.train.Trainer` and its subclasses): the command that resumes its runs,
+    and a constructor, called as `(config, runtime, checkpoint or None, **options)`. Declared loosely:
+    each trainer takes its own config class and options."""
+
+    command: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainingRun: ...
+
+
+def run_training(args: argparse.Namespace, trainer_cls: TrainerClass, config_cls: type,
                  flags: tuple[str, ...] = CONFIG_FLAGS, **trainer_options: Any) -> int:
     """The body of every training command: check flags, open or resume the run, train, report."""
     check_run_arguments(args)

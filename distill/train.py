@@ -49,6 +49,7 @@ from distill.runs import (
     save_checkpoint,
 )
 from service.model import STKDStudent, stkd_student
+from service.model.network import ClipNetwork
 
 # ClipDataset length in its sampled mode: far more samples than any run draws, so none repeats.
 VIRTUAL_SAMPLES = 10**12
@@ -67,7 +68,7 @@ def build_model(config: TrainConfig, pretrained: bool = True) -> STKDStudent:
 class ClipForward(nn.Module):
     """`forward(clip) = model.forward_clip(clip)`: DDP hooks only a module's `forward`."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: ClipNetwork) -> None:
         super().__init__()
         self.model = model
 
@@ -78,6 +79,7 @@ class ClipForward(nn.Module):
 class Trainer:
     kind = "student"  # the network in the checkpoint (export takes only students)
     command = "train"  # the vsod-train command that resumes it
+    model: ClipNetwork  # what `build_model` builds
 
     def __init__(self, config: TrainConfig, runtime: Runtime, checkpoint: dict[str, Any] | None = None) -> None:
         self.config, self.runtime = config, runtime
@@ -115,7 +117,7 @@ class Trainer:
             }
 
     # -- what subclasses change -----------------------------------------------------------------
-    def build_model(self, pretrained: bool) -> nn.Module:
+    def build_model(self, pretrained: bool) -> ClipNetwork:
         """The network whose weights the checkpoint's "model" holds."""
         return build_model(self.config, pretrained)
 

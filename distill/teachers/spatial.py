@@ -15,17 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from service.model.encoder import MobileNetV2Encoder
+from service.model.encoder import ImageNetNormalise, MobileNetV2Encoder
 from service.model.layers import init_weights
+from service.model.network import ClipNetwork
 
 from .blocks import PyramidPooling, TeacherDecoder, TeacherOutput
-
-# ImageNet statistics, as in the student: callers pass RGB in [0, 1].
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -37,20 +33,18 @@ class SpatialTeacherConfig:
         return {"width_mult": self.width_mult, "channels": self.channels}
 
 
-class SpatialTeacher(nn.Module):
+class SpatialTeacher(ClipNetwork):
     kind = "spatial-teacher"
-    mean: Tensor  # ImageNet normalisation, buffers: they follow the model to its device
-    std: Tensor
+    config: SpatialTeacherConfig
 
     def __init__(self, config: SpatialTeacherConfig | None = None) -> None:
         super().__init__()
         self.config = config or SpatialTeacherConfig()
+        self.normalise = ImageNetNormalise()
         self.encoder = MobileNetV2Encoder(self.config.width_mult)
         channels = self.encoder.out_channels
         self.context = PyramidPooling(channels[3], self.config.channels)
         self.decoder = TeacherDecoder(channels, self.config.channels)
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         init_weights(self)
 
     @property
@@ -60,7 +54,7 @@ class SpatialTeacher(nn.Module):
 
     def encode(self, frames: Tensor) -> tuple[list[Tensor], Tensor]:
         """(pyramid levels at strides 4..32, stride-32 context features) of N,3,H,W frames in [0, 1]."""
-        levels = self.encoder((frames - self.mean) / self.std)
+        levels = self.encoder(self.normalise(frames))
         return levels, self.context(levels[3])
 
     def forward(self, frames: Tensor) -> TeacherOutput:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from service.model.layers import ConvBNAct, init_weights
+from service.model.network import ClipNetwork
 
 from .blocks import ConvGRUCell, DecoderHead, TeacherOutput
 from .spatial import SpatialTeacher, SpatialTeacherConfig
@@ -46,8 +47,9 @@ class TemporalTeacherConfig:
                 "bidirectional": self.bidirectional, "window": self.window}
 
 
-class TemporalTeacher(nn.Module):
+class TemporalTeacher(ClipNetwork):
     kind = "temporal-teacher"
+    config: TemporalTeacherConfig
 
     def __init__(self, config: TemporalTeacherConfig | None = None) -> None:
         super().__init__()

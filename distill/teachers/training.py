@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, load_checkpoint, run_training
 from distill.train import Trainer
+from service.model.network import ClipNetwork
 from service.model.store import sha256_of
 
 from .checkpoints import KINDS, load_teacher
@@ -54,19 +53,19 @@ class TeacherTrainer(Trainer):
         self.kind = KINDS[config.kind]
         super().__init__(config, *args, **kwargs)
 
-    def build_model(self, pretrained: bool) -> nn.Module:
+    def build_model(self, pretrained: bool) -> ClipNetwork:
         config: TeacherConfig = self.config  # type: ignore[assignment]
+        model: SpatialTeacher | TemporalTeacher
         if config.kind == "spatial":
-            model: SpatialTeacher | TemporalTeacher = SpatialTeacher(SpatialTeacherConfig(config.width_mult, config.channels))
-            encoder = model.encoder
+            model = spatial = SpatialTeacher(SpatialTeacherConfig(config.width_mult, config.channels))
         else:
             model = TemporalTeacher(TemporalTeacherConfig(config.width_mult, config.channels, config.hidden,
                                                           config.bidirectional, window=config.clip_len))
-            encoder = model.spatial.encoder
-        if pretrained and config.init_from:
-            model.spatial.load_state_dict(load_teacher(config.init_from, SpatialTeacher.kind).model.state_dict())
+            spatial = model.spatial
+        if pretrained and config.init_from:  # temporal teachers only (checked in __init__)
+            spatial.load_state_dict(load_teacher(config.init_from, SpatialTeacher.kind).model.state_dict())
         elif pretrained and config.pretrained_encoder:
-            encoder.load_pretrained(config.pretrained_encoder)
+            spatial.encoder.load_pretrained(config.pretrained_encoder)
         return model
 
     def extra_lineage(self) -> dict[str, Any]:

@@ -28,6 +28,26 @@ INVERTED_RESIDUAL_SETTING: list[tuple[int, int, int, int]] = [
 # Index into `features` after which each pyramid level (stride 4, 8, 16, 32) is complete.
 _LEVEL_ENDS = (3, 6, 13, 17)
 
+# The ImageNet statistics that the encoder's pretrained weights expect their inputs normalised by.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNetNormalise(nn.Module):
+    """RGB in [0, 1] -> what the encoder expects. The statistics are buffers, so they follow the
+    network to its device, and not persistent, so no state dict holds them."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return (frames - self.mean) / self.std
+
 
 class InvertedResidual(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int) -> None:

@@ -25,20 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from .decoder import SaliencyGuidedDecoder
-from .encoder import MobileNetV2Encoder
+from .encoder import ImageNetNormalise, MobileNetV2Encoder
 from .interframe import InterFrameEncoder
 from .layers import init_weights
 from .motion import MotionEncoder
+from .network import ClipNetwork
 
 ARCHITECTURE = "stkd-student"
 
-# ImageNet statistics: the student normalises inside forward, so callers pass RGB in [0, 1].
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -65,21 +63,19 @@ class StudentConfig:
                 "decoder_channels": self.decoder_channels, "motion_channels": self.motion_channels}
 
 
-class STKDStudent(nn.Module):
-    mean: Tensor  # ImageNet normalisation, buffers: they follow the model to its device
-    std: Tensor
+class STKDStudent(ClipNetwork):
+    config: StudentConfig
 
     def __init__(self, config: StudentConfig | None = None) -> None:
         super().__init__()
         self.config = config or StudentConfig()
+        self.normalise = ImageNetNormalise()  # inside the network, so callers pass RGB in [0, 1]
         self.encoder = MobileNetV2Encoder(self.config.width_mult)
         channels = self.encoder.out_channels
         self.interframe = InterFrameEncoder(channels[3], self.config.temporal_channels)
         self.decoder = SaliencyGuidedDecoder(channels, self.config.temporal_channels, self.config.decoder_channels)
         motion = self.config.motion_channels
         self.motion = MotionEncoder(channels[0], motion) if motion else None
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         init_weights(self)
         if self.motion is not None:
             self.motion.zero_cue()
@@ -107,7 +103,7 @@ class STKDStudent(nn.Module):
         cue, reference = None, None
         if self.motion is not None:
             cue, reference = self.motion(frames, previous_reference, self.grid(frames.shape[-2:]), fresh)
-        levels = self.encoder(self._normalised(frames), cue)
+        levels = self.encoder(self.normalise(frames), cue)
         temporal, state = self.interframe(levels[3], previous_deep, fresh)
         if reference is not None:
             state = torch.cat([state, reference], dim=1)
@@ -126,15 +122,13 @@ class STKDStudent(nn.Module):
         cue, reference = None, None
         if self.motion is not None:
             cue, reference = self.motion.forward_clip(clip, previous_reference, self.grid(frames.shape[-2:]))
-        levels = self.encoder(self._normalised(frames), cue)
+        levels = self.encoder(self.normalise(frames), cue)
         state = self.interframe.project(levels[3])
         temporal = self.interframe.attend(state, _with_predecessors(state.unflatten(0, (batch, time)), previous_deep))
         if reference is not None:
             state = torch.cat([state, reference], dim=1)
         return self._decode(frames.shape[-2:], levels, temporal, state)
 
-    def _normalised(self, frames: Tensor) -> Tensor:
-        return (frames - self.mean) / self.std
 
     def _split_state(self, state: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
         """(the co-attention's part, the motion branch's reference) of a state tensor."""
