@@ -37,9 +37,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+if TYPE_CHECKING:  # torch and the models are imported when a stage needs them
+    from service.model.network import ClipNetwork
 
 SPEED_SIZE = (352, 352)
 SPEED_THREADS = 2
@@ -124,7 +127,9 @@ def stages(args: argparse.Namespace) -> list[Stage]:
         plan.append(Stage(f"export-{name}", ["export", "--checkpoint", str(runs / name / "last.pt"), "--name",
                                              f"ablation-{name}", "--store", str(store), "--speed-frames", "5",
                                              "--no-progress"], creates=store / f"ablation-{name}" / "manifest.json"))
-    for stage in [s for s in plan if s.run_dir is not None]:
+    for stage in list(plan):
+        if stage.run_dir is None:
+            continue
         if stage.name.startswith("teacher"):
             target = ["--teacher", str(stage.run_dir / "last.pt")]
         else:
@@ -186,10 +191,10 @@ def measure_speed(out: Path, quick: bool) -> dict[str, Any]:
     from service.model import ModelStore
 
     frames, repeats = (3, 1) if quick else (10, 5)
-    models = {"student": ModelStore(out / "store").load("ablation-student")[0]}
+    models: dict[str, ClipNetwork] = {"student": ModelStore(out / "store").load("ablation-student")[0]}
     for role in ("spatial", "temporal"):
         models[f"{role} teacher"] = load_teacher(out / "runs" / f"teacher-{role}" / "last.pt").model
-    speed = {}
+    speed: dict[str, Any] = {}
     for name, model in models.items():
         speed[name] = stream_ms_per_frame(model, SPEED_SIZE, SPEED_THREADS, frames=frames, repeats=repeats)
         speed[name]["gflops"] = round(model_flops(model, SPEED_SIZE) / 1e9, 3)
@@ -202,6 +207,7 @@ def table(plan: list[Stage], out: Path, speed: dict[str, Any]) -> tuple[str, lis
     budget_of = {s.row: training_budget(s.run_dir) for s in plan if s.run_dir is not None}
     rows = []
     for stage in [s for s in plan if s.name.startswith("eval-")]:
+        assert stage.creates is not None and stage.row is not None  # every evaluation writes a file for a row
         result = next(iter(json.loads(stage.creates.read_text())["results"].values()))
         arch = "student" if stage.row in ("student alone", "+ SKD", "+ TKD", "+ SKD + TKD") else stage.row
         rows.append({"model": stage.row, **{k: result[k] for k in ("mae", "s_measure", "max_f", "mean_e", "flicker",

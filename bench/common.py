@@ -6,6 +6,7 @@ Servers come from tests/servers.py (a real `vsod serve`, `python -m service.cli 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -13,8 +14,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import cv2
 import numpy as np
@@ -22,7 +24,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from service.backends import BACKENDS, Backend  # noqa: E402
 from tests.servers import REDIS_URL, Server, delete_prefix, redis_prefix, start_server, stop_server  # noqa: E402
+
+if TYPE_CHECKING:  # the model is imported when a bench asks for it: torch is slow to import
+    from service.model import Predictor
 
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 __all__ = ["REDIS_URL", "Server", "delete_prefix", "redis_prefix", "start_server", "stop_server"]
@@ -92,7 +98,7 @@ def server_env(args: object, threads: int) -> dict[str, str]:
     return env
 
 
-def bare_predictor(args: object, threads: int) -> object:
+def bare_predictor(args: argparse.Namespace, threads: int) -> Predictor:
     """The model the server runs (same store, same backend: `args.backend`, default auto), in this process."""
     import torch
 
@@ -101,12 +107,14 @@ def bare_predictor(args: object, threads: int) -> object:
     torch.set_num_threads(threads)
     store = ModelStore(getattr(args, "store", None)) if getattr(args, "store", None) else ModelStore()
     backend = "eager" if getattr(args, "eager", False) else getattr(args, "backend", "auto")
-    return Predictor.from_store(args.model, store, "cpu", backend, threads)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return Predictor.from_store(args.model, store, "cpu", cast(Backend, backend), threads)
 
 
-def timed(fn: object, *a: object) -> float:
+def timed(fn: Callable[..., object], *a: object) -> float:
     start = time.perf_counter()
-    fn(*a)  # type: ignore[operator]
+    fn(*a)
     return time.perf_counter() - start
 
 

@@ -36,6 +36,7 @@ returning a `Subject` and list it in `SUBJECTS`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -47,6 +48,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +64,9 @@ from service.model.student import STKDStudent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
+
+if TYPE_CHECKING:  # built only when a teacher is timed: distill is the training package
+    from distill.teachers import SpatialTeacher, TemporalTeacher
 
 STUDENT_MODES = ("onnxruntime", "torchscript", "eager")
 TEACHER_MODES = ("eager", "torchscript")
@@ -122,7 +127,7 @@ def student_subject(args: argparse.Namespace, model: str | None = None, served_s
 class TeacherLogits(nn.Module):
     """The spatial teacher's per-frame call, logits only (what tracing can return)."""
 
-    def __init__(self, teacher: nn.Module) -> None:
+    def __init__(self, teacher: SpatialTeacher) -> None:
         super().__init__()
         self.teacher = teacher
 
@@ -134,7 +139,7 @@ class TemporalTeacherStep(nn.Module):
     """One streamed frame of the temporal teacher: encode it, ConvGRUs over its window (the other
     frames' context features come cached, as in `TemporalTeacher.stream`), decode the frame."""
 
-    def __init__(self, teacher: nn.Module) -> None:
+    def __init__(self, teacher: TemporalTeacher) -> None:
         super().__init__()
         self.teacher = teacher
 
@@ -150,22 +155,23 @@ def teacher_subject(kind: str) -> Callable[[argparse.Namespace], Subject]:
     def build(args: argparse.Namespace) -> Subject:
         from distill.teachers import SpatialTeacher, TemporalTeacher, model_flops
 
+        teacher: SpatialTeacher | TemporalTeacher
         if kind == "spatial":
-            teacher = SpatialTeacher().eval()
+            teacher = spatial = SpatialTeacher().eval()
 
             def inputs(batch: int) -> tuple[Tensor, ...]:
                 return (torch.rand(batch, 3, *args.size),)
 
-            subject = Subject("spatial-teacher", TeacherLogits(teacher).eval(), inputs, teacher)
+            subject = Subject("spatial-teacher", TeacherLogits(spatial).eval(), inputs, teacher)
         else:
-            teacher = TemporalTeacher().eval()
-            deep_shape = teacher.spatial.encode(torch.rand(1, 3, *args.size))[1].shape[1:]
-            others = teacher.config.window - 1
+            teacher = temporal = TemporalTeacher().eval()
+            deep_shape = temporal.spatial.encode(torch.rand(1, 3, *args.size))[1].shape[1:]
+            others = temporal.config.window - 1
 
             def inputs(batch: int) -> tuple[Tensor, ...]:
                 return torch.rand(batch, 3, *args.size), torch.rand(batch, others, *deep_shape)
 
-            subject = Subject("temporal-teacher", TemporalTeacherStep(teacher).eval(), inputs, teacher)
+            subject = Subject("temporal-teacher", TemporalTeacherStep(temporal).eval(), inputs, teacher)
         subject.flops = lambda size: model_flops(teacher, size)
         subject.teacher = True
         return subject
@@ -200,7 +206,7 @@ def key(mode: str, batch: int, threads: int) -> str:
     return f"{mode}_b{batch}_t{threads}"
 
 
-def base_result(subject: Subject, args: argparse.Namespace) -> dict[str, object]:
+def base_result(subject: Subject, args: argparse.Namespace) -> dict[str, Any]:
     flops = subject.flops or (lambda size: count_flops(subject.network, size))
     return {"params": count_parameters(subject.network), "gflops": round(flops(tuple(args.size)) / 1e9, 4),
             "ms_per_frame": {}, "ms_per_frame_best": {}}
@@ -209,7 +215,7 @@ def base_result(subject: Subject, args: argparse.Namespace) -> dict[str, object]
 BASELINE = "baseline:"  # the prefix of the --baseline student's modes
 
 
-def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject | None = None) -> dict[str, object]:
+def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject | None = None) -> dict[str, Any]:
     """The student through the server's backends, configurations interleaved in rounds (module doc);
     with `baseline`, that student's modes join the same rounds, prefixed `baseline:`."""
     assert subject.student is not None
@@ -222,8 +228,9 @@ def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject 
     for threads in args.threads:
         torch.set_num_threads(threads)  # the server sets its thread count before it builds the runtime
         for prefix, timed in students.items():
+            assert timed.student is not None  # a student subject carries its model
             for mode in modes:
-                runtime = StepRuntime(timed.student, torch.device("cpu"), timed.size, mode,  # type: ignore[arg-type]
+                runtime = StepRuntime(timed.student, torch.device("cpu"), timed.size, mode,
                                       timed.graph, threads)
                 if runtime.mode != EXPECTED_MODE[mode]:
                     print(f"warning: {timed.name}: backend {mode} runs as {runtime.mode} (see the log above)",
@@ -262,11 +269,11 @@ def bench_student(subject: Subject, args: argparse.Namespace, baseline: Subject 
                         runtime = runtimes[label, threads]
                         example = examples[BASELINE if label.startswith(BASELINE) else ""][batch]
                         runtime(*example)  # one untimed call: the thread count or the shape just changed
-                        times = timed_calls(lambda r=runtime, x=example: r(*x), per_round)
+                        times = timed_calls(functools.partial(runtime, *example), per_round)
                         samples.setdefault(key(label, batch, threads), []).extend(times)
                         round_ms.setdefault(key(label, batch, threads), []).append(1000 * statistics.median(times) / batch)
-    timings: dict[str, float] = result["ms_per_frame"]  # type: ignore[assignment]
-    best: dict[str, float] = result["ms_per_frame_best"]  # type: ignore[assignment]
+    timings: dict[str, float] = result["ms_per_frame"]
+    best: dict[str, float] = result["ms_per_frame_best"]
     for name, times in samples.items():
         batch = int(name.rsplit("_b", 1)[1].split("_t")[0])
         timings[name] = round(1000 * statistics.median(times) / batch, 3)
@@ -302,11 +309,11 @@ def compiled(subject: Subject, example: tuple[Tensor, ...], mode: str) -> nn.Mod
     return torch.jit.optimize_for_inference(torch.jit.trace(subject.module, example))
 
 
-def bench_teacher(subject: Subject, args: argparse.Namespace) -> dict[str, object]:
+def bench_teacher(subject: Subject, args: argparse.Namespace) -> dict[str, Any]:
     """A teacher, one configuration after another: eager, and TorchScript checked against it."""
     result = base_result(subject, args)
-    timings: dict[str, float] = result["ms_per_frame"]  # type: ignore[assignment]
-    best: dict[str, float] = result["ms_per_frame_best"]  # type: ignore[assignment]
+    timings: dict[str, float] = result["ms_per_frame"]
+    best: dict[str, float] = result["ms_per_frame_best"]
     warmup, runs = min(args.warmup, 2), args.teacher_runs
     with torch.inference_mode():
         for threads in args.threads:
@@ -330,7 +337,7 @@ def bench_teacher(subject: Subject, args: argparse.Namespace) -> dict[str, objec
                             optimised = _logits(module(*example))
                             result["torchscript"] = "torch.jit.freeze (optimize_for_inference failed)"
                         torch.testing.assert_close(optimised.sigmoid(), reference.sigmoid(), rtol=0, atol=1e-3)
-                    median, fastest = timed_seconds(lambda m=module, x=example: m(*x), warmup, runs)
+                    median, fastest = timed_seconds(functools.partial(module, *example), warmup, runs)
                     timings[key(mode, batch, threads)] = round(1000 * median / batch, 3)
                     best[key(mode, batch, threads)] = round(1000 * fastest / batch, 3)
     return result
@@ -340,7 +347,7 @@ def _logits(output: Tensor | tuple[Tensor, ...]) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def relative_to_student(results: dict[str, dict[str, object]]) -> dict[str, dict[str, float]]:
+def relative_to_student(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Each teacher's ms/frame and GFLOPs as multiples of the student's, same mode, batch and threads."""
     student = next((r for name, r in results.items() if name.startswith("student")), None)
     if student is None:
@@ -349,23 +356,23 @@ def relative_to_student(results: dict[str, dict[str, object]]) -> dict[str, dict
     for name, result in results.items():
         if result is student:
             continue
-        ratios = {k: round(ms / student["ms_per_frame"][k], 2)  # type: ignore[index]
-                  for k, ms in result["ms_per_frame"].items() if k in student["ms_per_frame"]}  # type: ignore[union-attr, operator]
-        ratios["gflops"] = round(result["gflops"] / student["gflops"], 2)  # type: ignore[operator]
+        ratios = {k: round(ms / student["ms_per_frame"][k], 2)
+                  for k, ms in result["ms_per_frame"].items() if k in student["ms_per_frame"]}
+        ratios["gflops"] = round(result["gflops"] / student["gflops"], 2)
         out[name] = ratios
     return out
 
 
-def print_table(results: dict[str, dict[str, object]]) -> None:
+def print_table(results: dict[str, dict[str, Any]]) -> None:
     print(f"{'model':<32} {'mode':<22} {'threads':>7} {'batch':>5} {'ms/frame':>9} {'frames/s':>9} {'best ms':>8}")
     for name, result in results.items():
-        for k, ms in result["ms_per_frame"].items():  # type: ignore[union-attr]
+        for k, ms in result["ms_per_frame"].items():
             mode, rest = k.rsplit("_b", 1)
             batch, threads = rest.split("_t")
-            fastest = result["ms_per_frame_best"][k]  # type: ignore[index]
+            fastest = result["ms_per_frame_best"][k]
             print(f"{name:<32} {mode:<22} {threads:>7} {batch:>5} {ms:>9.2f} {1000 / ms:>9.1f} {fastest:>8.2f}")
         print(f"{name:<32} params {result['params'] / 1e6:.3f} M, {result['gflops']:.3f} GFLOPs/frame")
-        for ratio, cells in result.get("ratios", {}).items():  # type: ignore[union-attr]
+        for ratio, cells in result.get("ratios", {}).items():
             print(f"{name:<32} {ratio} ms/frame (median of rounds): "
                   + ", ".join(f"{cell.replace('_', ' ')} {value:.2f}" for cell, value in cells.items()))
 
@@ -394,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     # Tracing notes that the attention's 1/sqrt(channels) becomes a constant: true for a fixed model.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     torch.manual_seed(0)
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for name in args.subjects:
         subject = SUBJECTS[name](args)
         if subject.teacher:

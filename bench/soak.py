@@ -102,9 +102,14 @@ def load_frames(count: int, size: tuple[int, int]) -> list[bytes]:
 
 
 def write_clip(path: Path, frames: list[bytes], fps: float = 10.0) -> Path:
-    decoded = [cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_COLOR) for f in frames]
+    decoded = []
+    for data in frames:
+        frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise ValueError("a frame is not a decodable image")
+        decoded.append(frame)
     height, width = decoded[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     for frame in decoded:
         writer.write(frame)
     writer.release()

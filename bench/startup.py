@@ -18,6 +18,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from common import load_avg, machine, start_server, stop_server
 
@@ -49,7 +50,7 @@ def main() -> int:
             seconds[backend].append(time.monotonic() - began)
             memory[backend].append(rss_mib(server.process.pid))
             stop_server(server)
-    summary = {
+    summary: dict[str, dict[str, Any]] = {
         backend: {"ready_s_median": round(statistics.median(seconds[backend]), 2),
                   "ready_s": [round(s, 2) for s in seconds[backend]],
                   "rss_mib_median": round(statistics.median(memory[backend]), 1)}

@@ -31,6 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,25 +52,28 @@ from common import (
 
 from service.backends import BACKENDS
 
+if TYPE_CHECKING:  # imported by bare_predictor when a bench runs: torch is slow to import
+    from service.model import Predictor
+
 SPLIT = ("decode", "wait", "state_get", "model", "state_put", "encode")
 
 
-def bench_bare(predictor: object, frames: list) -> dict[str, float]:
+def bench_bare(predictor: Predictor, frames: list) -> dict[str, float]:
     """The bare model over the frames, its state carried from frame to frame: frames/s and ms/frame."""
     state = None
     start = time.perf_counter()
     for frame in frames:
-        _, state = predictor.step(frame, state)  # type: ignore[attr-defined]
+        _, state = predictor.step(frame, state)
     elapsed = time.perf_counter() - start
     return {"fps": len(frames) / elapsed, "ms_per_frame": elapsed * 1000 / len(frames)}
 
 
-def codec_costs(predictor: object, frames: list) -> dict[str, float]:
+def codec_costs(predictor: Predictor, frames: list) -> dict[str, float]:
     """What the server adds around the model, timed alone in this process for reference."""
     from service.video import decode_image_bytes, encode_png
 
     jpegs = [jpeg(f) for f in frames]
-    masks = [predictor.step(f)[0] for f in frames]  # type: ignore[attr-defined]
+    masks = [predictor.step(f)[0] for f in frames]
     start = time.perf_counter()
     for data in jpegs:
         decode_image_bytes(data)
@@ -80,7 +84,7 @@ def codec_costs(predictor: object, frames: list) -> dict[str, float]:
     return {"decode_ms": decode_ms, "encode_ms": (time.perf_counter() - start) * 1000 / len(masks)}
 
 
-def stream_frames(url: str, payloads: list[bytes], warmup: int, inflight: int) -> dict[str, object]:
+def stream_frames(url: str, payloads: list[bytes], warmup: int, inflight: int) -> dict[str, Any]:
     from websockets.sync.client import connect
 
     with connect(f"{url}/v1/stream", max_size=None, open_timeout=60) as ws:
@@ -89,10 +93,10 @@ def stream_frames(url: str, payloads: list[bytes], warmup: int, inflight: int) -
         ws.send(json.dumps({"type": "config", "format": "png"}))
         json.loads(ws.recv())
 
-        def run(chunk: list[bytes]) -> tuple[float, list[float], list[dict[str, object]], int]:
+        def run(chunk: list[bytes]) -> tuple[float, list[float], list[dict[str, Any]], int]:
             sent: list[float] = []
             rtts: list[float] = []
-            headers: list[dict[str, object]] = []
+            headers: list[dict[str, Any]] = []
             size = 0
             start = time.perf_counter()
             for data in chunk[:inflight]:
@@ -114,20 +118,20 @@ def stream_frames(url: str, payloads: list[bytes], warmup: int, inflight: int) -
         run(payloads[:warmup])
         elapsed, rtts, headers, size = run(payloads[warmup:])
     count = len(payloads) - warmup
-    split = {key: median([float(h["timings_ms"][key]) for h in headers]) for key in SPLIT}  # type: ignore[index]
-    server = [float(h["latency_ms"]) + float(h["timings_ms"]["encode"]) for h in headers]  # type: ignore[index]
+    split = {key: median([float(h["timings_ms"][key]) for h in headers]) for key in SPLIT}
+    server = [float(h["latency_ms"]) + float(h["timings_ms"]["encode"]) for h in headers]
     split["transport"] = median([rtt - s for rtt, s in zip(rtts, server, strict=True)])
-    dropped = int(headers[-1]["dropped"]) if headers else 0  # type: ignore[arg-type]
+    dropped = int(headers[-1]["dropped"]) if headers else 0
     return {"fps": round(count / elapsed, 2), "rtt_ms_p50": round(median(rtts), 3),
             "split_ms": {k: round(v, 3) for k, v in split.items()}, "mask_bytes": round(size / count),
-            "dropped": dropped, "batch": median([float(h["timings_ms"]["batch"]) for h in headers])}  # type: ignore[index]
+            "dropped": dropped, "batch": median([float(h["timings_ms"]["batch"]) for h in headers])}
 
 
 def _label(inflight: int) -> str:
     return "lockstep" if inflight == 1 else f"{inflight} in flight"
 
 
-def versus(rounds: dict[str, list[dict[str, object]]], backends: list[str], inflight: list[int]) -> dict[str, dict[str, float]]:
+def versus(rounds: dict[str, list[dict[str, Any]]], backends: list[str], inflight: list[int]) -> dict[str, dict[str, float]]:
     """Each backend's ms per frame over the first backend's (bare model, then each server mode): the
     median over rounds of per-round ratios, so >1 means the first backend was faster."""
     reference = backends[0]
@@ -135,9 +139,9 @@ def versus(rounds: dict[str, list[dict[str, object]]], backends: list[str], infl
     for backend in backends[1:]:
         pairs = list(zip(rounds[backend], rounds[reference], strict=True))
         # ms per frame is 1000 / fps: other's ms over the reference's = reference's fps over other's
-        cells = {"bare": median([float(ref["bare"]["fps"]) / float(other["bare"]["fps"]) for other, ref in pairs])}  # type: ignore[index]
+        cells = {"bare": median([float(ref["bare"]["fps"]) / float(other["bare"]["fps"]) for other, ref in pairs])}
         for n in inflight:
-            cells[_label(n)] = median([float(ref["streams"][n]["fps"]) / float(other["streams"][n]["fps"])  # type: ignore[index]
+            cells[_label(n)] = median([float(ref["streams"][n]["fps"]) / float(other["streams"][n]["fps"])
                                        for other, ref in pairs])
         out[f"{backend}/{reference}"] = {k: round(v, 3) for k, v in cells.items()}
     return out
@@ -174,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         bench_bare(predictor, frames[: args.warmup])  # warm-up
     codecs = codec_costs(predictors[backends[0]], frames[: args.warmup])
     prefix = redis_prefix()
-    settings: dict[str, object] = {"VSOD_MODEL": args.model, "VSOD_THREADS": server_threads,
+    settings: dict[str, Any] = {"VSOD_MODEL": args.model, "VSOD_THREADS": server_threads,
                                    "VSOD_MAX_STREAM_FPS": 0, "VSOD_MAX_STREAM_PIXELS_PER_S": 0,
                                    "VSOD_SCALED_JPEG_DECODE": str(args.scaled_jpeg).lower()}
     if args.redis != "none":
         settings.update(VSOD_REDIS_URL=args.redis, VSOD_REDIS_PREFIX=prefix)
     servers: dict[str, Server] = {}
-    rounds: dict[str, list[dict[str, object]]] = {b: [] for b in backends}
+    rounds: dict[str, list[dict[str, Any]]] = {b: [] for b in backends}
     try:  # rounds interleave the bare model and the server, and the backends (their order rotating),
         # so every figure in a ratio was taken within seconds of the others
         for backend in backends:
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             for backend in backends[index % len(backends):] + backends[: index % len(backends)]:
                 bare = bench_bare(predictors[backend], frames[args.warmup :])
                 streams = {n: stream_frames(servers[backend].ws_url, payloads, args.warmup, n) for n in args.inflight}
-                ratios = {n: float(stream["fps"]) / bare["fps"] for n, stream in streams.items()}  # type: ignore[arg-type]
+                ratios = {n: float(stream["fps"]) / bare["fps"] for n, stream in streams.items()}
                 rounds[backend].append({"bare": bare, "streams": streams, "ratios": ratios})
     finally:
         for server in servers.values():
@@ -197,37 +201,37 @@ def main(argv: list[str] | None = None) -> int:
         if args.redis != "none":
             delete_prefix(prefix)
     height, width = frames[0].shape[:2]
-    modes = {b: predictors[b].runtime.mode for b in backends}  # type: ignore[attr-defined]
+    modes = {b: predictors[b].runtime.mode for b in backends}
     print(f"one stream, {width}x{height} JPEG q{args.quality} in, PNG out, {args.threads} threads "
           f"(server {server_threads}), model {args.model}{', scaled JPEG decode' if args.scaled_jpeg else ''}")
-    by_backend: dict[str, dict[str, object]] = {}
+    by_backend: dict[str, dict[str, Any]] = {}
     for backend in backends:
         print(f"backend {backend} ({modes[backend]})")
         print(f"{'round':<6} {'bare fps':>9} " + " ".join(f"{_label(n):>22}" for n in args.inflight))
         for index, one in enumerate(rounds[backend], 1):
-            cells = [f"{one['streams'][n]['fps']:>8.1f} fps = {one['ratios'][n]:.3f}x" for n in args.inflight]  # type: ignore[index]
-            print(f"{index:<6} {one['bare']['fps']:>9.1f} " + " ".join(f"{c:>22}" for c in cells))  # type: ignore[index]
-        medians = {n: median([one["ratios"][n] for one in rounds[backend]]) for n in args.inflight}  # type: ignore[index]
+            cells = [f"{one['streams'][n]['fps']:>8.1f} fps = {one['ratios'][n]:.3f}x" for n in args.inflight]
+            print(f"{index:<6} {one['bare']['fps']:>9.1f} " + " ".join(f"{c:>22}" for c in cells))
+        medians = {n: median([one["ratios"][n] for one in rounds[backend]]) for n in args.inflight}
         print("median end-to-end / bare: " + ", ".join(f"{_label(n)} {medians[n]:.3f}" for n in args.inflight)
               + " (target >= 0.8 for a live camera: frames in flight)")
         last = rounds[backend][-1]["streams"]
         for n in args.inflight:
-            stream = last[n]  # type: ignore[index]
+            stream = last[n]
             print(f"per-frame split (last round), {_label(n)}, median ms: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in stream["split_ms"].items())
                   + f"; round trip p50 {stream['rtt_ms_p50']:.2f}, dropped {stream['dropped']}")
         by_backend[backend] = {
             "mode": modes[backend],
-            "rounds": json.loads(json.dumps([{"bare": r["bare"], "streams": {str(k): v for k, v in r["streams"].items()},  # type: ignore[attr-defined]
-                                              "ratios": {str(k): round(v, 3) for k, v in r["ratios"].items()}}  # type: ignore[attr-defined]
+            "rounds": json.loads(json.dumps([{"bare": r["bare"], "streams": {str(k): v for k, v in r["streams"].items()},
+                                              "ratios": {str(k): round(v, 3) for k, v in r["ratios"].items()}}
                                              for r in rounds[backend]], default=float)),
             "ratios": {str(k): round(v, 3) for k, v in medians.items()},
         }
     compared = versus(rounds, backends, args.inflight)
-    for name, cells in compared.items():
-        print(f"{name} ms per frame (median of rounds): " + ", ".join(f"{k} {v:.3f}" for k, v in cells.items()))
+    for name, per_frame_ms in compared.items():
+        print(f"{name} ms per frame (median of rounds): " + ", ".join(f"{k} {v:.3f}" for k, v in per_frame_ms.items()))
     last = rounds[backends[0]][-1]["streams"]
-    print(f"mask {last[args.inflight[0]]['mask_bytes'] / 1024:.1f} KiB; alone in this process: "  # type: ignore[index]
+    print(f"mask {last[args.inflight[0]]['mask_bytes'] / 1024:.1f} KiB; alone in this process: "
           f"decode {codecs['decode_ms']:.2f} ms, PNG encode {codecs['encode_ms']:.2f} ms")
     first = by_backend[backends[0]]
     results = {"model": args.model, "backends": backends, "mode": first["mode"], "frame_size": [height, width],

@@ -189,7 +189,7 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
     """A small video file: MJPG in .avi, mp4v in .mp4 (OpenCV's writer; any decodable codec will do)."""
-    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v"))
+    fourcc = cv2.VideoWriter.fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v"))
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
     assert writer.isOpened(), f"OpenCV cannot write {path}"
@@ -204,6 +204,7 @@ def encode_clip(path: Path, frames: Iterable[np.ndarray], codec: str, rate: int 
     """A video written frame by frame with PyAV (`frames` may be a generator: a long clip is never held whole)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate, options=options or {})
+        assert isinstance(stream, av.VideoStream), f"{codec} is not a video codec"
         for index, frame in enumerate(frames):
             if index == 0:
                 stream.height, stream.width = frame.shape[:2]
