@@ -12,7 +12,7 @@
 # at version 2. Session 5 ran this with the first design of the branch (stride-8 features one frame
 # apart), which learnt nothing: bench/motion_evidence.py showed why, and the branch now matches the
 # stride-4 grey image against a moving average of the earlier frames. Then the result, at 256, 288 and
-# 320, and the shipped versions 3, 4 and 5 are scored on the real, synthetic and motion-only
+# 320, and the shipped versions 3 to 6 are scored on the real, synthetic and motion-only
 # validation sets. Version 4 of the default model is this run served at 288 (at 320 its step is over
 # the issue's 2x budget): `vsod-train export --checkpoint $RUN/last.pt --input-size 288`, as its report
 # says. Version 5 is the same run with TKD_WEIGHT=3 (below), served at 288 too. Resumable like the
@@ -23,7 +23,8 @@
 #   NAME=motion-mix-long STEPS=3000 bash docs/training/motion-mix.sh   # another budget, under its own name
 #   NAME=v5-real2 FROM=5 SHARES="2 2 2 2 2" TKD_WEIGHT=3 bash docs/training/motion-mix.sh
 #                        # start from version 5 instead of 2 (FROM: a shipped version), with other shares
-#                        # (SHARES: synthetic, composites, real videos, real photos, motion-only)
+#                        # (SHARES: synthetic, composites, real videos, real photos, motion-only):
+#                        # version 6, served at 288
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -54,8 +55,9 @@ served_at "$STORE" "$NAME" 320  # served as version 3 is
 model_at "$VERSION_3" "$STORE/vsod-student-v3"
 model_at "$VERSION_4" "$STORE/vsod-student-v4"
 model_at "$VERSION_5" "$STORE/vsod-student-v5"
+model_at "$VERSION_6" "$STORE/vsod-student-v6"
 SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
-for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 "$NAME" "$NAME-288" "$NAME-320"; do
+for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 vsod-student-v6 "$NAME" "$NAME-288" "$NAME-320"; do
   score "$STORE" "$model" "$RUNS/motion-scores" "${SETS[@]}"
 done
 log "done: $RUNS/motion-scores"
