@@ -1,6 +1,11 @@
 """Make docs/samples.png: the default model's masks on the real videos that Debian's opencv-doc ships.
 
     python docs/make_samples.py            # needs opencv-doc (apt-get install opencv-doc)
+    python docs/make_samples.py --threads 2
+
+It runs the eager model on one torch thread by default: beside a training job, two threads were
+many times slower than one (bench/README.md, "Threads and OpenMP"); on an idle machine both take
+well under a minute for the four videos.
 
 One row per video: at PICKS frames spread evenly over the whole clip (not chosen by how they look),
 the frame with its mask tinted red, then the mask. The model runs over every frame in order, so
@@ -11,6 +16,7 @@ truth: the picture shows what the model does on real footage; the scores are in 
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import shutil
 import tempfile
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from service.model import Predictor
 from service.video import open_media
@@ -73,6 +80,12 @@ def tile(image: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args()
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    torch.set_num_threads(args.threads)
     predictor = Predictor.from_store("vsod-student", device="cpu")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
