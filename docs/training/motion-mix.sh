@@ -25,6 +25,8 @@
 #                        # start from version 5 instead of 2 (FROM: a shipped version), with other shares
 #                        # (SHARES: synthetic, composites, real videos, real photos, motion-only):
 #                        # version 6, served at 288
+#   NAME=v6-more-frames FROM=6 SHARES="1 1 1.5 3 2" EXTRA_DATA="labelled:/work/data/real/train-more@1.5" ...
+#                        # EXTRA_DATA: more --data roots, space-separated (here real-data-more.sh's frames)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -33,6 +35,8 @@ RUN=${RUN:-$RUNS/$NAME}
 STEPS=${STEPS:-1500}
 TKD=(${TKD_WEIGHT:+--soft-temporal "$TKD_WEIGHT"})
 FROM=${FROM:-2}
+EXTRA=()
+for root in ${EXTRA_DATA:-}; do EXTRA+=(--data "$root"); done
 read -r SYNTH_SHARE COMPOSITE_SHARE VIDEO_SHARE PHOTO_SHARE MOTION_SHARE <<< "${SHARES:-3 3 1 1 2}"
 INIT=$RUNS/models/version-$FROM
 VERSION_VAR=VERSION_$FROM
@@ -45,7 +49,7 @@ model_at "${!VERSION_VAR}" "$INIT"
 train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
   --data "$DATA/synth@$SYNTH_SHARE" --data "$DATA/composites@$COMPOSITE_SHARE" \
   --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$REAL/photos@$PHOTO_SHARE" \
-  --data "$DATA/motion@$MOTION_SHARE" \
+  --data "$DATA/motion@$MOTION_SHARE" "${EXTRA[@]}" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
   --steps "$STEPS" --seed 0 --save-every 100 "${TKD[@]}"
 [[ -f $STORE/$NAME/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name "$NAME" \
