@@ -37,7 +37,8 @@ from distill.train import VIRTUAL_SAMPLES, Trainer
 from service.model import STKDStudent, StudentOutput
 
 DISTILL_FLAGS = (*CONFIG_FLAGS, "init_from", "spatial_teacher", "temporal_teacher", "gt_weight", "skd_feature", "skd_map",
-                 "tkd_feature", "tkd_map", "kd_coarse", "kd_temperature", "motion_channels")
+                 "tkd_feature", "tkd_map", "kd_coarse", "kd_temperature", "motion_channels",
+                 "motion_radius")
 
 
 @dataclass
@@ -223,7 +224,8 @@ def add_distill_command(commands: argparse._SubParsersAction) -> None:
                         help="keep teacher outputs on disk, keyed by teacher file and sample stream; runs with the "
                         "same data, size, clip length, augmentation and seed reuse them")
     add_init_argument(parser)
-    parser.set_defaults(func=run_distill, motion_channels=None)  # no flag: --init-from's branch, if it has one
+    # No flags for the motion branch: --init-from's, if it has one.
+    parser.set_defaults(func=run_distill, motion_channels=None, motion_radius=None)
 
 
 def run_distill(args: argparse.Namespace) -> int:

@@ -15,7 +15,10 @@ from torch import Tensor, nn
 
 from distill.runs import load_checkpoint
 from service.model import ModelStore
+from service.model.motion import RADIUS, MotionEncoder
 from service.model.store import MANIFEST, WEIGHTS, sha256_of
+
+COMPARE_WEIGHT = "motion.compare.0.weight"  # the motion branch's first convolution: one input channel per cost
 
 
 def read_source(path: Path, with_weights: bool = True) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -35,27 +38,42 @@ def read_source(path: Path, with_weights: bool = True) -> tuple[dict[str, Any], 
     raise ValueError(f"--init-from {path}: neither a model-store folder (with manifest.json) nor a checkpoint file")
 
 
-def initial_weights(path: Path, width_mult: float) -> dict[str, Tensor]:
-    """A student's weights to fine-tune from (see `read_source`); its width must be the run's."""
+def initial_weights(path: Path, width_mult: float, motion_radius: int = RADIUS) -> dict[str, Tensor]:
+    """A student's weights to fine-tune from (see `read_source`); its width must be the run's. A motion
+    branch of a smaller radius than the source's keeps the source's comparison of the shifts it shares."""
     config, weights = read_source(path)
     if config.get("width_mult") != width_mult:
         raise ValueError(f"--init-from {path}: width {config.get('width_mult')}, the run's --width-mult is {width_mult}")
+    source_radius = config.get("motion_radius", RADIUS)
+    if COMPARE_WEIGHT in weights and motion_radius != source_radius:
+        try:
+            channels = MotionEncoder.evidence_channels(source_radius, motion_radius)
+        except ValueError as error:
+            raise ValueError(f"--init-from {path}: {error} (--motion-radius)") from None
+        weights = {**weights, COMPARE_WEIGHT: weights[COMPARE_WEIGHT][:, channels]}
     return weights
 
 
 def keep_source_motion_branch(args: argparse.Namespace) -> None:
-    """A new run from a model with a motion branch keeps that branch unless --motion-channels is given:
-    fine-tuning the default model needs no flag that restates its architecture."""
-    if args.resume or not args.init_from or getattr(args, "motion_channels", None) is not None:
+    """A new run from a model with a motion branch keeps that branch, and its radius, unless
+    --motion-channels or --motion-radius says otherwise: fine-tuning the default model needs no flag
+    that restates its architecture."""
+    if args.resume or not args.init_from:
+        return
+    unset = [key for key in ("motion_channels", "motion_radius") if getattr(args, key, None) is None]
+    if not unset:
         return
     config, _ = read_source(Path(args.init_from), with_weights=False)
-    args.motion_channels = config.get("motion_channels") or None
+    if "motion_channels" in unset:
+        args.motion_channels = config.get("motion_channels") or None
+    if "motion_radius" in unset and config.get("motion_channels"):
+        args.motion_radius = config.get("motion_radius", RADIUS)
 
 
 def load_initial_weights(model: nn.Module, weights: dict[str, Tensor], source: str | Path) -> None:
     """Load strictly, except that a student gaining a motion branch starts that branch fresh (its cue
     starts at zero, so the fine-tuned model starts exactly as the source)."""
-    hint = "--width-mult and --motion-channels must allow them"
+    hint = "--width-mult, --motion-channels and --motion-radius must allow them"
     own = model.state_dict()
     reshaped = [key for key, value in weights.items() if key in own and own[key].shape != value.shape]
     if reshaped:

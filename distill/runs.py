@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from distill.ddp import DistContext, init_distributed, resolve_amp
+from service.model.motion import RADIUS
 
 CHECKPOINT_FORMAT = "vsod-train-checkpoint/1"
 LAST = "last.pt"
@@ -60,6 +61,7 @@ class TrainConfig:
     soft_temporal: float = 0.0
     # Students: channels that compare the motion branch's matching costs (service.model.motion); 0: none.
     motion_channels: int = 0
+    motion_radius: int = RADIUS  # students: the motion branch's shifts, in stride-4 cells each way
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:

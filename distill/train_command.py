@@ -10,7 +10,7 @@ from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_train
 from distill.train import Trainer
 
 # The flags that define a `train` run beyond every command's (saved in the checkpoint, checked on --resume).
-TRAIN_FLAGS = (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal", "motion_channels")
+TRAIN_FLAGS = (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal", "motion_channels", "motion_radius")
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -33,6 +33,10 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
                         "its costs compared by N channels (e.g. 8; default 0: no branch, or with --init-from the "
                         "source's). With --init-from a model without one, the branch starts at zero, so the run "
                         "starts from that model exactly")
+    parser.add_argument("--motion-radius", type=int, default=None, metavar="R",
+                        help="the motion branch matches shifts of up to R stride-4 cells each way ((2R+1)^2 shifts; "
+                        "default 3, or with --init-from the source's). A smaller R than the source's keeps the "
+                        "source's comparison of the shifts both have")
     parser.add_argument("--no-soft-frames", dest="soft_frames", action="store_const", const=False, default=None,
                         help="teacher-labelled clips give no per-frame target, only the --soft-temporal term "
                         "(the ablation's temporal-KD-only row)")
@@ -46,5 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--no-soft-frames needs --soft-temporal WEIGHT > 0: the teacher-labelled clips would teach nothing")
     if args.motion_channels is not None and args.motion_channels < 0:
         raise ValueError("--motion-channels must be 0 or more")
+    if args.motion_radius is not None and args.motion_radius < 1:
+        raise ValueError("--motion-radius must be at least 1")
     keep_source_motion_branch(args)
     return run_training(args, Trainer, TrainConfig, TRAIN_FLAGS)

@@ -128,3 +128,27 @@ def test_the_store_round_trips_a_model_with_the_branch(tmp_path: Path) -> None:
     frames = torch.rand(1, 3, 160, 160)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(frames).logits, model(frames).logits, atol=1e-6, rtol=0)
+
+
+def test_a_smaller_radius_computes_a_subset_of_the_larger_ones_costs() -> None:
+    """`evidence_channels` names, in the radius-3 evidence, the shifts a radius-1 branch computes: the
+    costs agree exactly, so a narrowed comparison starts from the weights that saw the same inputs."""
+    grey, reference = torch.randn(2, 1, 20, 24), torch.randn(2, 1, 20, 24)
+    wide, narrow = stkd_student(motion_channels=8).motion, stkd_student(motion_channels=8, motion_radius=1).motion
+    channels = type(wide).evidence_channels(3, 1)
+    assert channels[0] == 0 and len(channels) == 1 + 9 and channels[1 + 4] == 1 + 24  # gain; the centre: no shift
+    costs = [channel - 1 for channel in channels[1:]]
+    torch.testing.assert_close(wide.shift_costs(grey, reference)[:, costs], narrow.shift_costs(grey, reference),
+                               atol=0, rtol=0)
+    assert narrow.compare[0].weight.shape[1] == 10
+    with pytest.raises(ValueError, match="cannot be taken"):
+        type(wide).evidence_channels(1, 3)
+
+
+def test_the_store_round_trips_a_smaller_radius(tmp_path: Path) -> None:
+    model = stkd_student(motion_channels=8, motion_radius=1).eval()
+    store = ModelStore(tmp_path)
+    store.save(model, Manifest("narrow", "", {}, (160, 160), "1", ""), step_graph=False)
+    loaded, manifest = store.load("narrow")
+    assert manifest.config["motion_radius"] == 1 and loaded.motion.radius == 1
+    assert "motion_radius" not in stkd_student(motion_channels=8).config.to_dict()  # versions 4-6 manifests unchanged

@@ -243,3 +243,27 @@ def test_fine_tuning_a_model_with_a_motion_branch_keeps_it(synth_root: Path, tmp
                                      "--motion-channels", "0", "--init-from", str(stored)))
     assert without.returncode == 1 and len(without.stderr.strip().splitlines()) == 1
     assert "motion." in without.stderr and "--motion-channels" in without.stderr
+
+
+def test_fine_tuning_narrows_the_motion_radius_and_keeps_it(synth_root: Path, tmp_path: Path, motion_model_store) -> None:  # type: ignore[no-untyped-def]
+    """`--motion-radius 1 --init-from` a radius-3 model keeps the comparison of the shifts both have; a
+    later run from it keeps radius 1 without the flag; a larger radius than the source's is refused."""
+    from tests.conftest import TEST_MOTION_MODEL
+
+    stored = motion_model_store.root / TEST_MOTION_MODEL
+    width = str(json.loads((stored / "manifest.json").read_text())["config"]["width_mult"])
+    narrow = vsod_train(*train_args(synth_root, tmp_path / "narrow", "--steps", "1", "--width-mult", width,
+                                    "--init-from", str(stored), "--motion-radius", "1"))
+    assert narrow.returncode == 0, narrow.stderr
+    tuned = load_checkpoint(tmp_path / "narrow" / LAST)
+    assert tuned["model_config"]["motion_radius"] == 1 and tuned["model"]["motion.compare.0.weight"].shape[1] == 10
+    again = vsod_train(*train_args(synth_root, tmp_path / "again", "--steps", "1", "--width-mult", width,
+                                   "--init-from", str(tmp_path / "narrow" / LAST)))
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(tmp_path / "again" / LAST)["model_config"]["motion_radius"] == 1
+    wider = vsod_train(*train_args(synth_root, tmp_path / "wider", "--steps", "1", "--width-mult", width,
+                                   "--init-from", str(tmp_path / "narrow" / LAST), "--motion-radius", "3"))
+    assert wider.returncode == 1 and len(wider.stderr.strip().splitlines()) == 1
+    assert "radius of 3 cannot be taken from one of 1" in wider.stderr
+    zero = vsod_train(*train_args(synth_root, tmp_path / "zero", "--steps", "1", "--motion-radius", "0"))
+    assert zero.returncode == 1 and zero.stderr.strip() == "vsod-train train: --motion-radius must be at least 1"

@@ -27,6 +27,8 @@
 #                        # version 6, served at 288
 #   NAME=v6-more-frames FROM=6 SHARES="1 1 1.5 3 2" EXTRA_DATA="labelled:/work/data/real/train-more@1.5" ...
 #                        # EXTRA_DATA: more --data roots, space-separated (here real-data-more.sh's frames)
+#   NAME=v6-r1 FROM=6 MOTION_RADIUS=1 ...
+#                        # the motion branch's shifts narrowed to 1 cell each way (--motion-radius)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -34,6 +36,7 @@ NAME=${NAME:-motion-mix${TKD_WEIGHT:+-tkd$TKD_WEIGHT}}
 RUN=${RUN:-$RUNS/$NAME}
 STEPS=${STEPS:-1500}
 TKD=(${TKD_WEIGHT:+--soft-temporal "$TKD_WEIGHT"})
+RADIUS=(${MOTION_RADIUS:+--motion-radius "$MOTION_RADIUS"})
 FROM=${FROM:-2}
 EXTRA=()
 for root in ${EXTRA_DATA:-}; do EXTRA+=(--data "$root"); done
@@ -51,7 +54,7 @@ train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
   --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$REAL/photos@$PHOTO_SHARE" \
   --data "$DATA/motion@$MOTION_SHARE" "${EXTRA[@]}" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
-  --steps "$STEPS" --seed 0 --save-every 100 "${TKD[@]}"
+  --steps "$STEPS" --seed 0 --save-every 100 "${TKD[@]}" "${RADIUS[@]}"
 [[ -f $STORE/$NAME/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name "$NAME" \
   --store "$STORE" --speed-frames 20 --no-progress
 served_at "$STORE" "$NAME" 288  # versions 4 and 5: trained at 256, served at 288

@@ -133,6 +133,17 @@ class MotionEncoder(nn.Module):
                            for dy in range(size) for dx in range(size)], dim=1)
         return F.avg_pool2d(costs, 3, stride=1, padding=1, count_include_pad=False)
 
+    @staticmethod
+    def evidence_channels(radius: int, within: int) -> list[int]:
+        """The channels of `evidence` at radius `radius` that a branch of radius `within` <= `radius`
+        also computes: the gain, then the shifts of up to `within` cells, in its order. A branch's
+        comparison can be narrowed to a smaller radius by keeping these input channels."""
+        if not 0 < within <= radius:
+            raise ValueError(f"a motion radius of {within} cannot be taken from one of {radius}")
+        size, offset = 2 * radius + 1, radius - within
+        return [0] + [1 + (offset + dy) * size + offset + dx
+                      for dy in range(2 * within + 1) for dx in range(2 * within + 1)]
+
     def pack(self, reference: Tensor, grid: tuple[int, int]) -> Tensor:
         """The stride-4 reference onto the (h, w) stride-32 grid; it is padded to 8h x 8w."""
         height, width = grid

@@ -32,7 +32,7 @@ from .decoder import SaliencyGuidedDecoder
 from .encoder import ImageNetNormalise, MobileNetV2Encoder
 from .interframe import InterFrameEncoder
 from .layers import init_weights
-from .motion import MotionEncoder
+from .motion import RADIUS, MotionEncoder
 from .network import ClipNetwork
 
 ARCHITECTURE = "stkd-student"
@@ -57,10 +57,14 @@ class StudentConfig:
     temporal_channels: int = 64
     decoder_channels: int = 32
     motion_channels: int = 0  # channels that compare the motion branch's matching costs; 0: no branch
+    motion_radius: int = RADIUS  # the branch's shifts: up to this many stride-4 cells each way
 
     def to_dict(self) -> dict[str, Any]:
-        return {"width_mult": self.width_mult, "temporal_channels": self.temporal_channels,
-                "decoder_channels": self.decoder_channels, "motion_channels": self.motion_channels}
+        config = {"width_mult": self.width_mult, "temporal_channels": self.temporal_channels,
+                  "decoder_channels": self.decoder_channels, "motion_channels": self.motion_channels}
+        if self.motion_radius != RADIUS:  # absent in the manifests of versions 4 to 6, which use RADIUS
+            config["motion_radius"] = self.motion_radius
+        return config
 
 
 class STKDStudent(ClipNetwork):
@@ -75,7 +79,7 @@ class STKDStudent(ClipNetwork):
         self.interframe = InterFrameEncoder(channels[3], self.config.temporal_channels)
         self.decoder = SaliencyGuidedDecoder(channels, self.config.temporal_channels, self.config.decoder_channels)
         motion = self.config.motion_channels
-        self.motion = MotionEncoder(channels[0], motion) if motion else None
+        self.motion = MotionEncoder(channels[0], motion, self.config.motion_radius) if motion else None
         init_weights(self)
         if self.motion is not None:
             self.motion.zero_cue()
@@ -156,9 +160,10 @@ def stkd_student(
     decoder_channels: int = 32,
     pretrained_encoder: str | None = None,
     motion_channels: int = 0,
+    motion_radius: int = RADIUS,
 ) -> STKDStudent:
     """Build the student; `pretrained_encoder` is a local torchvision-style MobileNetV2 checkpoint."""
-    model = STKDStudent(StudentConfig(width_mult, temporal_channels, decoder_channels, motion_channels))
+    model = STKDStudent(StudentConfig(width_mult, temporal_channels, decoder_channels, motion_channels, motion_radius))
     if pretrained_encoder:
         model.encoder.load_pretrained(pretrained_encoder)
     return model
