@@ -30,7 +30,7 @@ from service.model import ARCHITECTURE, Manifest, ModelStore, STKDStudent, Stude
 
 
 def load_student(checkpoint: dict[str, Any]) -> STKDStudent:
-    model = STKDStudent(StudentConfig(**checkpoint["model_config"]))
+    model = STKDStudent(StudentConfig.from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
     return model.eval()
 

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -283,6 +284,23 @@ def test_metrics_summary_puts_headline_numbers_first() -> None:
     }
     assert summarize_metrics(metrics) == "synthetic-val: s_measure=0.912 max_f=0.880 mean_e=0.930 mae=0.021 …"
     assert summarize_metrics({}) == "-"
+
+
+def test_models_lists_a_model_it_cannot_load_as_an_error_row(tmp_path: Path) -> None:
+    """`vsod models --verbose` over a store with a model from a newer vsod: that model's row says why, and
+    the others are still listed."""
+    from tests.conftest import make_test_store
+
+    make_test_store(tmp_path / "store")
+    shutil.copytree(tmp_path / "store" / TEST_MODEL, tmp_path / "store" / "newer")
+    manifest = json.loads((tmp_path / "store" / "newer" / "manifest.json").read_text())
+    manifest["config"]["refine_channels"] = 8
+    (tmp_path / "store" / "newer" / "manifest.json").write_text(json.dumps(manifest))
+    result = run_vsod({}, "models", "--verbose", "--store", tmp_path / "store")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^newer\s+error:\s+model 'newer': the config has keys this vsod does not know \(refine_channels\)",
+                     result.stdout, re.M), result.stdout
+    assert re.search(rf"^{TEST_MODEL}\s+128x128\s+test\s+onnx\s+[\d.]+M", result.stdout, re.M), result.stdout
 
 
 def test_models_missing_store_is_one_line(tmp_path: Path) -> None:

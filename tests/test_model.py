@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,23 @@ def test_store_refuses_tampered_weights(tmp_path) -> None:
         store.load("test-student")
     with pytest.raises(ModelStoreError, match="not found"):
         store.load("no-such-model")
+
+
+def test_store_refuses_a_config_it_does_not_know_in_one_line(tmp_path) -> None:
+    """A manifest from a newer vsod (a config key this one lacks) or with a mistyped value is refused with
+    the model's name and the key, not a traceback from inside the network's construction."""
+    import json
+
+    from service.model import ModelStoreError
+    from tests.conftest import make_test_store
+
+    store = make_test_store(tmp_path)
+    manifest_path = tmp_path / "test-student" / "manifest.json"
+    original = json.loads(manifest_path.read_text())
+    for config, message in (({"refine_channels": 8}, "keys this vsod does not know (refine_channels)"),
+                            ({"width_mult": "wide"}, "width_mult is 'wide', not a number")):
+        manifest_path.write_text(json.dumps({**original, "config": {**original["config"], **config}}))
+        with pytest.raises(ModelStoreError, match=re.escape("model 'test-student': the config")) as error:
+            store.load("test-student")
+        assert message in str(error.value) and "\n" not in str(error.value)
+

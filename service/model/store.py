@@ -114,7 +114,10 @@ class ModelStore:
             raise ModelStoreError(
                 f"model {name!r}: weights sha256 {actual[:12]}… does not match the manifest's {manifest.sha256[:12]}…"
             )
-        model = STKDStudent(StudentConfig(**manifest.config))
+        try:
+            model = STKDStudent(StudentConfig.from_dict(manifest.config))
+        except ValueError as error:
+            raise ModelStoreError(f"model {name!r}: {error}") from None
         try:
             model.load_state_dict(load_file(str(weights)))
         except (RuntimeError, ValueError) as error:

@@ -21,7 +21,7 @@ gives the same result as stepping frame by frame.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -58,6 +58,22 @@ class StudentConfig:
     decoder_channels: int = 32
     motion_channels: int = 0  # channels that compare the motion branch's matching costs; 0: no branch
     motion_radius: int = RADIUS  # the branch's shifts: up to this many stride-4 cells each way
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
+        """The config a manifest or a checkpoint records. ValueError names a key this version does not
+        know (a model made by a newer vsod) or a value of the wrong kind, where the network would
+        otherwise fail deep inside its construction."""
+        known = {field.name: field.type for field in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"the config has keys this vsod does not know ({', '.join(unknown)}): "
+                             "made by a newer version?")
+        for key, value in data.items():
+            wanted = float if known[key] == "float" else int
+            if isinstance(value, bool) or not isinstance(value, (wanted, int)):
+                raise ValueError(f"the config's {key} is {value!r}, not a number")
+        return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         config = {"width_mult": self.width_mult, "temporal_channels": self.temporal_channels,
