@@ -5,7 +5,7 @@
 #
 # Needs Debian's opencv-doc and desktop-base (apt-get install opencv-doc desktop-base), the [train]
 # extra (scikit-image, scikit-learn's sample images come with it) and npm for the teacher. Resumable:
-# rerun it after an interruption and it labels only what is missing. About 11 s a frame on 2 CPU cores.
+# rerun it after an interruption and it labels only what is missing. 2-11 s a frame on the 2-core development VM (2 s on a fast day, 2026-12-02).
 #
 # Sources, as issue "Real-world accuracy" allows them: opencv-doc's videos and photos, the images that
 # scikit-image and scikit-learn ship. box.mp4 and cup.mp4 are never used (evaluation only), nor are
