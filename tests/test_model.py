@@ -159,7 +159,7 @@ def test_store_refuses_a_config_it_does_not_know_in_one_line(tmp_path) -> None:
     manifest_path = tmp_path / "test-student" / "manifest.json"
     original = json.loads(manifest_path.read_text())
     for config, message in (({"refine_channels": 8}, "keys this vsod does not know (refine_channels)"),
-                            ({"width_mult": "wide"}, "width_mult is 'wide', not a number")):
+                            ({"width_mult": "wide"}, "width_mult is 'wide', not a number >= 0")):
         manifest_path.write_text(json.dumps({**original, "config": {**original["config"], **config}}))
         with pytest.raises(ModelStoreError, match=re.escape("model 'test-student': the config")) as error:
             store.load("test-student")

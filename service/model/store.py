@@ -116,7 +116,7 @@ class ModelStore:
             )
         try:
             model = STKDStudent(StudentConfig.from_dict(manifest.config))
-        except ValueError as error:
+        except (ValueError, RuntimeError) as error:  # a config value the network cannot be built with
             raise ModelStoreError(f"model {name!r}: {error}") from None
         try:
             model.load_state_dict(load_file(str(weights)))

@@ -64,15 +64,15 @@ class StudentConfig:
         """The config a manifest or a checkpoint records. ValueError names a key this version does not
         know (a model made by a newer vsod) or a value of the wrong kind, where the network would
         otherwise fail deep inside its construction."""
-        known = {field.name: field.type for field in fields(cls)}
-        unknown = sorted(set(data) - set(known))
+        defaults = cls()
+        unknown = sorted(set(data) - {field.name for field in fields(cls)})
         if unknown:
             raise ValueError(f"the config has keys this vsod does not know ({', '.join(unknown)}): "
                              "made by a newer version?")
         for key, value in data.items():
-            wanted = float if known[key] == "float" else int
-            if isinstance(value, bool) or not isinstance(value, (wanted, int)):
-                raise ValueError(f"the config's {key} is {value!r}, not a number")
+            real = isinstance(getattr(defaults, key), float)
+            if isinstance(value, bool) or not isinstance(value, (int, float) if real else int) or value < 0:
+                raise ValueError(f"the config's {key} is {value!r}, not a {'number' if real else 'whole number'} >= 0")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
