@@ -12,7 +12,7 @@
 # at version 2. Session 5 ran this with the first design of the branch (stride-8 features one frame
 # apart), which learnt nothing: bench/motion_evidence.py showed why, and the branch now matches the
 # stride-4 grey image against a moving average of the earlier frames. Then the result, at 256, 288 and
-# 320, and the shipped versions 3 to 6 are scored on the real, synthetic and motion-only
+# 320, and the shipped versions 3 to 7 are scored on the real, synthetic and motion-only
 # validation sets. Version 4 of the default model is this run served at 288 (at 320 its step is over
 # the issue's 2x budget): `vsod-train export --checkpoint $RUN/last.pt --input-size 288`, as its report
 # says. Version 5 is the same run with TKD_WEIGHT=3 (below), served at 288 too. Resumable like the
@@ -25,10 +25,13 @@
 #                        # start from version 5 instead of 2 (FROM: a shipped version), with other shares
 #                        # (SHARES: synthetic, composites, real videos, real photos, motion-only):
 #                        # version 6, served at 288
-#   NAME=v6-more-frames FROM=6 SHARES="1 1 1.5 3 2" EXTRA_DATA="labelled:/work/data/real/train-more@1.5" ...
-#                        # EXTRA_DATA: more --data roots, space-separated (here real-data-more.sh's frames)
-#   NAME=v6-r1 FROM=6 MOTION_RADIUS=1 ...
-#                        # the motion branch's shifts narrowed to 1 cell each way (--motion-radius)
+#   NAME=v6-real3 FROM=6 SHARES="1 1 3 3 2" TKD_WEIGHT=3 bash docs/training/motion-mix.sh   # version 7, at 288
+#   NAME=v6-real3-r1 FROM=6 SHARES="1 1 3 3 2" MOTION_RADIUS=1 TKD_WEIGHT=3 bash docs/training/motion-mix.sh
+#                        # the same with the motion branch's shifts narrowed to 1 cell each way
+#                        # (--motion-radius): 13-21% faster, 0.018 lower motion-only S (version 7's report)
+#   NAME=v7-more-frames FROM=7 SHARES="1 1 1.5 3 2" EXTRA_DATA="labelled:/work/data/real/train-more@1.5" ...
+#                        # EXTRA_DATA: more --data roots, space-separated (here real-data-more.sh's
+#                        # frames: twice the distinct video frames at the same share; not run yet)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -63,8 +66,9 @@ model_at "$VERSION_3" "$STORE/vsod-student-v3"
 model_at "$VERSION_4" "$STORE/vsod-student-v4"
 model_at "$VERSION_5" "$STORE/vsod-student-v5"
 model_at "$VERSION_6" "$STORE/vsod-student-v6"
+model_at "$VERSION_7" "$STORE/vsod-student-v7"
 SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
-for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 vsod-student-v6 "$NAME" "$NAME-288" "$NAME-320"; do
+for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 vsod-student-v6 vsod-student-v7 "$NAME" "$NAME-288" "$NAME-320"; do
   score "$STORE" "$model" "$RUNS/motion-scores" "${SETS[@]}"
 done
 log "done: $RUNS/motion-scores"
