@@ -29,9 +29,10 @@
 #   NAME=v6-real3-r1 FROM=6 SHARES="1 1 3 3 2" MOTION_RADIUS=1 TKD_WEIGHT=3 bash docs/training/motion-mix.sh
 #                        # the same with the motion branch's shifts narrowed to 1 cell each way
 #                        # (--motion-radius): 13-21% faster, 0.018 lower motion-only S (version 7's report)
-#   NAME=v7-more-frames FROM=7 SHARES="1 1 1.5 3 2" EXTRA_DATA="labelled:/work/data/real/train-more@1.5" ...
+#   NAME=v6-real3-more FROM=6 SHARES="1 1 1.5 3 2" EXTRA_DATA="labelled:/work/data/real/train-more@1.5" TKD_WEIGHT=3 ...
 #                        # EXTRA_DATA: more --data roots, space-separated (here real-data-more.sh's
-#                        # frames: twice the distinct video frames at the same share; not run yet)
+#                        # frames: twice the distinct video frames at version 7's share; no better than
+#                        # version 7, its report says)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
