@@ -151,4 +151,4 @@ def test_the_store_round_trips_a_smaller_radius(tmp_path: Path) -> None:
     store.save(model, Manifest("narrow", "", {}, (160, 160), "1", ""), step_graph=False)
     loaded, manifest = store.load("narrow")
     assert manifest.config["motion_radius"] == 1 and loaded.motion.radius == 1
-    assert "motion_radius" not in stkd_student(motion_channels=8).config.to_dict()  # versions 4-6 manifests unchanged
+    assert "motion_radius" not in stkd_student(motion_channels=8).config.to_dict()  # versions 4-7 manifests unchanged

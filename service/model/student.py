@@ -78,7 +78,7 @@ class StudentConfig:
     def to_dict(self) -> dict[str, Any]:
         config = {"width_mult": self.width_mult, "temporal_channels": self.temporal_channels,
                   "decoder_channels": self.decoder_channels, "motion_channels": self.motion_channels}
-        if self.motion_radius != RADIUS:  # absent in the manifests of versions 4 to 6, which use RADIUS
+        if self.motion_radius != RADIUS:  # absent in the manifests of versions 4 to 7, which use RADIUS
             config["motion_radius"] = self.motion_radius
         return config
 
