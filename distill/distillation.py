@@ -115,7 +115,7 @@ class DistillTrainer(Trainer):
         for teacher in self.teachers.values():
             teacher.model.to(self.device)
         samples = {"data": self._counts, "input_size": list(config.input_size), "clip_len": config.clip_len,
-                   "augment": config.augment, "seed": config.seed, "virtual_samples": VIRTUAL_SAMPLES}
+                   "augment": config.augment, "degrade": config.degrade, "seed": config.seed, "virtual_samples": VIRTUAL_SAMPLES}
         self.caches = {role: TeacherCache(cache_root, fingerprint(t.info["sha256"], samples))
                        for role, t in self.teachers.items()} if cache_root else {}
 

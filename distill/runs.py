@@ -53,6 +53,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     augment: bool = True
+    degrade: float = 0.0  # share of clips filmed by a worse camera (distill.data.degrade)
     pretrained_encoder: str | None = None
     init_from: str | None = None  # students: start from these weights (a checkpoint or a model-store folder)
     # Teacher-labelled clips (`labelled:` roots), `vsod-train train` only: their maps as per-frame
@@ -229,7 +230,7 @@ def parse_size(value: str) -> tuple[int, int]:
 
 # Flags that define a run (None = not given; on --resume they must match the checkpoint).
 CONFIG_FLAGS = ("split", "width_mult", "input_size", "clip_len", "batch", "lr", "weight_decay", "warmup", "seed",
-                "pretrained_encoder")
+                "pretrained_encoder", "degrade")
 # Flags whose value is a file path: stored resolved, so a run can be resumed from another folder.
 PATH_FLAGS = {"pretrained_encoder", "init_from", "spatial_teacher", "temporal_teacher"}
 
@@ -264,6 +265,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, defaults: dict[str, str])
     parser.add_argument("--pretrained-encoder", default=None, metavar="PATH",
                         help="local torchvision-style MobileNetV2 weights for the encoder (nothing is downloaded)")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--degrade", type=float, default=None, metavar="P",
+                        help="share of training clips filmed by a worse camera: two of blur, lower resolution, JPEG, "
+                        "sensor noise and a white-balance shift, the same for all of a clip's frames (default 0)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (torch.set_num_threads); on a CPU shared with other jobs also set "
                         "OMP_WAIT_POLICY=passive, or use 1 thread: spinning OpenMP threads were measured 2-5x slower there")
@@ -287,6 +291,8 @@ def check_run_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     if args.workers < 0:
         raise ValueError("--workers must be 0 or more")
+    if args.degrade is not None and not 0.0 <= args.degrade <= 1.0:  # also refuses nan
+        raise ValueError("--degrade must be a share between 0 and 1")
     if not args.resume and args.steps is None and args.max_minutes is None:
         raise ValueError("give --steps N and/or --max-minutes M")
 

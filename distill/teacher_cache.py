@@ -2,8 +2,8 @@
 
 Sample n of a run's stream is always the same clip (same sequence, frames and augmentation, see
 `SampleStream`), so a teacher's targets for it depend only on the teacher file and on what defines
-the samples: data, split, input size, clip length, augmentation and seed. Those form the cache's
-fingerprint (a folder name): runs that share them share the cache, e.g. "+SKD" and "+SKD+TKD" of an
+the samples: data, split, input size, clip length, augmentation (`--degrade` too) and seed. Those form
+the cache's fingerprint (a folder name): runs that share them share the cache, e.g. "+SKD" and "+SKD+TKD" of an
 ablation, or a run and its resumption; anything else gets a fresh folder, never stale targets.
 
 Each sample is one file (`<index>.pt`, float16, written atomically), so torchrun ranks, which take

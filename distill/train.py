@@ -186,6 +186,7 @@ class Trainer:
             augment=self.config.augment,
             seed=self.config.seed,
             samples_per_epoch=VIRTUAL_SAMPLES,
+            degrade=self.config.degrade,
         )
         return sequences, clips
 

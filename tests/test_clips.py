@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from distill.data import VideoSequence, read_rgb
 from distill.data.clips import ClipDataset
+from distill.data.degrade import Degradation, degrade, sample_degradation
 from distill.data.loaders import load_davis
 from distill.data.synthetic import generate_synthetic
 from service.model.processing import resize_image
@@ -125,3 +126,56 @@ def test_short_sequences_and_bad_input(tmp_path: Path) -> None:
         ClipDataset([unannotated])
     with pytest.raises(ValueError, match="clip_len"):
         ClipDataset([short], clip_len=0)
+
+
+def test_degrade_films_a_share_of_clips_with_one_camera_and_keeps_the_rest_exact(tmp_path: Path) -> None:
+    sequence = square_sequence(tmp_path, 6, set(range(6)))
+    kwargs = {"clip_len": 3, "input_size": (40, 40), "augment": True, "seed": 5, "samples_per_epoch": 40}
+    plain = ClipDataset([sequence], **kwargs)
+    filmed = ClipDataset([sequence], degrade=0.5, **kwargs)
+    changed = 0
+    for index in range(40):
+        before, after = plain[index], filmed[index]
+        # The same crop, flip and frames: only how they look may differ, never the masks.
+        assert torch.equal(before["masks"], after["masks"]) and before["valid"].tolist() == after["valid"].tolist()
+        if not torch.equal(before["frames"], after["frames"]):
+            changed += 1
+            inside = after["masks"][:, 0] > 0.5
+            brightness = after["frames"].mean(dim=1)
+            assert float(brightness[inside].mean()) > float(brightness[~inside].mean()) + 0.2  # still the square
+        assert torch.equal(after["frames"], filmed[index]["frames"])  # seeded like the rest of augmentation
+    assert 8 <= changed <= 32  # about half, of 40 draws
+    never = ClipDataset([sequence], degrade=1.0, **{**kwargs, "augment": False})
+    assert torch.equal(never[0]["frames"], ClipDataset([sequence], **{**kwargs, "augment": False})[0]["frames"])
+    with pytest.raises(ValueError, match="degrade"):
+        ClipDataset([sequence], degrade=1.5)
+
+
+def test_each_degradation_changes_the_frame_the_way_its_name_says() -> None:
+    rng = np.random.default_rng(0)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:, 32:] = 200  # one sharp vertical edge
+    frame[20:40, 8:20] = (40, 160, 90)
+
+    def edge_step(image: np.ndarray) -> float:
+        return float(np.abs(np.diff(image[:, 28:36].astype(np.float32).mean(axis=(0, 2)))).max())
+
+    assert np.array_equal(degrade(frame, Degradation(), rng), frame)  # the neutral camera changes nothing
+    sharp = edge_step(frame)
+    assert edge_step(degrade(frame, Degradation(blur=1.2), rng)) < 0.6 * sharp
+    assert edge_step(degrade(frame, Degradation(resolution=0.4), rng)) < 0.8 * sharp
+    noisy = degrade(frame, Degradation(noise=6.0), rng).astype(np.float32) - frame
+    assert 5.0 < float(noisy[:, 40:].std()) < 7.0  # measured at 200, where no value clips
+    warm = degrade(frame, Degradation(white_balance=(1.1, 1.0, 0.9)), rng)
+    assert warm[0, 40, 0] == 220 and warm[0, 40, 2] == 180
+    compressed = degrade(frame, Degradation(jpeg_quality=20), rng)
+    assert compressed.shape == frame.shape and not np.array_equal(compressed, frame)
+    assert float(np.abs(compressed.astype(np.float32) - frame).mean()) < 12  # the same picture, with artefacts
+    # Green stays green after the round trip: the channels are not swapped.
+    assert compressed[30, 14, 1] > compressed[30, 14, 0] + 60
+    assert sample_degradation(rng, 0.0) is None
+    drawn = [sample_degradation(np.random.default_rng(i), 1.0) for i in range(50)]
+    assert all(d is not None for d in drawn)
+    kinds = [sum((d.blur > 0, d.resolution < 1, d.jpeg_quality < 100, d.noise > 0, d.white_balance != (1.0, 1.0, 1.0)))
+             for d in drawn if d is not None]
+    assert set(kinds) == {2}

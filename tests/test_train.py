@@ -175,6 +175,8 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
         (["--data", "{root}", "--steps", "1", "--init-from", "{missing}"], "neither a model-store folder"),
         (["--data", "{root}", "--steps", "1", "--soft-temporal", "-1"], "--soft-temporal must be"),
         (["--data", "{root}", "--steps", "1", "--no-soft-frames"], "needs --soft-temporal"),
+        (["--data", "{root}", "--steps", "1", "--degrade", "1.5"], "--degrade must be"),
+        (["--data", "{root}", "--steps", "1", "--degrade", "nan"], "--degrade must be"),
     ],
 )
 def test_cli_train_errors_are_one_line(args: list[str], needle: str, synth_root: Path, tmp_path: Path) -> None:
@@ -192,6 +194,14 @@ def test_cli_train_refuses_to_overwrite_a_run_and_to_change_a_resumed_one(synth_
     assert again.returncode == 1 and "--resume" in again.stderr
     changed = vsod_train("train", "--out", str(run), "--resume", "--steps", "2", "--lr", "0.1", "--no-progress")
     assert changed.returncode == 1 and "differs from the checkpoint" in changed.stderr
+    degraded = vsod_train("train", "--out", str(run), "--resume", "--steps", "2", "--degrade", "0.5", "--no-progress")
+    assert degraded.returncode == 1 and "--degrade 0.5 differs from the checkpoint's 0.0" in degraded.stderr
+
+
+def test_degrade_is_recorded_in_the_run(synth_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert vsod_train(*train_args(synth_root, run, "--steps", "1", "--degrade", "0.5")).returncode == 0
+    assert load_checkpoint(run / LAST)["config"]["degrade"] == 0.5
 
 
 def test_init_from_fine_tunes_a_stored_model_or_a_checkpoint(synth_root: Path, tmp_path: Path, model_store) -> None:  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from service.model.processing import resize_image
 
+from .degrade import degrade, sample_degradation
 from .sequences import VideoSequence, read_mask, read_rgb, read_soft_mask
 
 Rng = np.random.Generator
@@ -42,15 +43,19 @@ class ClipDataset(Dataset):
         augment: bool = True,
         seed: int = 0,
         samples_per_epoch: int | None = None,
+        degrade: float = 0.0,
     ) -> None:
         if clip_len < 1:
             raise ValueError("clip_len must be at least 1")
+        if not 0.0 <= degrade <= 1.0:
+            raise ValueError("degrade must be a probability in [0, 1]")
         self.sequences = [s for s in sequences if s.frames and s.masks]
         if not self.sequences:
             raise ValueError("no sequence has both frames and ground-truth masks")
         self.clip_len = clip_len
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.augment = augment
+        self.degrade = degrade
         self.seed = seed
         self.epoch = 0
         self.samples_per_epoch = samples_per_epoch
@@ -116,7 +121,12 @@ class ClipDataset(Dataset):
             valid = [True] * self.clip_len
         if self.augment:
             frames, masks = _augment(frames, masks, rng)
-        frame_tensor = np.stack([resize_image(f, self.input_size) for f in frames])
+        frames = [resize_image(f, self.input_size) for f in frames]
+        # Drawn last, so runs without it keep every earlier draw (their exact samples).
+        camera = sample_degradation(rng, self.degrade) if self.augment else None
+        if camera is not None:
+            frames = [degrade(f, camera, rng) for f in frames]
+        frame_tensor = np.stack(frames)
         mask_tensor = np.stack([_resize_mask(m, self.input_size) for m in masks])
         return {
             "frames": torch.from_numpy(frame_tensor).permute(0, 3, 1, 2).float().div_(255.0),

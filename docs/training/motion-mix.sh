@@ -33,14 +33,22 @@
 #                        # EXTRA_DATA: more --data roots, space-separated (here real-data-more.sh's
 #                        # frames: twice the distinct video frames at version 7's share; no better than
 #                        # version 7, its report says)
+#   NAME=v6-real3-s1 FROM=6 SHARES="1 1 3 3 2" TKD_WEIGHT=3 SEED=1 bash docs/training/motion-mix.sh
+#                        # version 7's run with another seed of data order and augmentation (SEED,
+#                        # default 0): how far two runs of one recipe differ
+#   NAME=v6-real3-degrade FROM=6 SHARES="1 1 3 3 2" DEGRADE=0.5 TKD_WEIGHT=3 bash docs/training/motion-mix.sh
+#                        # version 7's run with half the clips filmed by a worse camera (--degrade:
+#                        # blur, lower resolution, JPEG, noise, white balance)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
 NAME=${NAME:-motion-mix${TKD_WEIGHT:+-tkd$TKD_WEIGHT}}
 RUN=${RUN:-$RUNS/$NAME}
 STEPS=${STEPS:-1500}
+SEED=${SEED:-0}
 TKD=(${TKD_WEIGHT:+--soft-temporal "$TKD_WEIGHT"})
 RADIUS=(${MOTION_RADIUS:+--motion-radius "$MOTION_RADIUS"})
+CAMERA=(${DEGRADE:+--degrade "$DEGRADE"})
 FROM=${FROM:-2}
 EXTRA=()
 for root in ${EXTRA_DATA:-}; do EXTRA+=(--data "$root"); done
@@ -58,7 +66,7 @@ train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
   --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$REAL/photos@$PHOTO_SHARE" \
   --data "$DATA/motion@$MOTION_SHARE" "${EXTRA[@]}" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
-  --steps "$STEPS" --seed 0 --save-every 100 "${TKD[@]}" "${RADIUS[@]}"
+  --steps "$STEPS" --seed "$SEED" --save-every 100 "${TKD[@]}" "${RADIUS[@]}" "${CAMERA[@]}"
 [[ -f $STORE/$NAME/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name "$NAME" \
   --store "$STORE" --speed-frames 20 --no-progress
 served_at "$STORE" "$NAME" 288  # versions 4 and 5: trained at 256, served at 288
