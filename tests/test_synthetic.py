@@ -15,7 +15,7 @@ import pytest
 from distill.data import load_dataset, read_mask, read_rgb
 from distill.data.loaders import load_davis
 from distill.data.render import Effects, render_frame
-from distill.data.synthetic import add_synth_command, generate_synthetic, sample_scene, sequence_rng
+from distill.data.synthetic import SceneStyle, add_synth_command, generate_synthetic, sample_scene, sequence_rng
 
 SIZE = (48, 80)
 REPO = Path(__file__).resolve().parents[1]
@@ -142,6 +142,51 @@ def test_a_motion_only_set_camouflages_every_clip_and_the_default_mix_is_unchang
     explicit = [sample_scene(sequence_rng(0, "train", i), (64, 96), 8, camouflage_share=0.08) for i in range(60)]
     assert [s.camouflage for s in default] == [s.camouflage for s in explicit]
     assert all(np.array_equal(a.background, b.background) for a, b in zip(default, explicit, strict=True))
+
+
+def test_defocus_blurs_the_scenery_and_keeps_everything_else() -> None:
+    """`--defocus` draws after everything else: the same objects, moves and masks, the scenery softer."""
+    size = (96, 128)
+    sharp = [sample_scene(sequence_rng(2, "train", i), size, 4) for i in range(12)]
+    soft = [sample_scene(sequence_rng(2, "train", i), size, 4, style=SceneStyle(defocus_share=1.0)) for i in range(12)]
+    defocused = textured = 0
+    for a, b in zip(sharp, soft, strict=True):
+        frame_a, mask_a = render_frame(a, 2, effects=False)
+        frame_b, mask_b = render_frame(b, 2, effects=False)
+        assert np.array_equal(mask_a, mask_b) and np.array_equal(a.camera.start, b.camera.start)
+        if a.camouflage:
+            assert np.array_equal(frame_a, frame_b)  # only motion reveals it: a blur would give it away
+            continue
+        defocused += 1
+        def detail(image: np.ndarray, where: np.ndarray) -> float:
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+            return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F))[where].mean())
+
+        outside = cv2.erode((~mask_a).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        inside = cv2.erode(mask_a.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert not np.array_equal(a.background, b.background)
+        if detail(frame_a, outside) >= 2.0:  # a textured scenery (a smooth one has little for a blur to take)
+            textured += 1
+            assert detail(frame_b, outside) < 0.7 * detail(frame_a, outside)
+        if inside.any():  # the objects are drawn over the blurred scenery, as sharp as before
+            # (a pixel of a thin part may still let some of the scenery through)
+            assert float(np.abs(frame_a[inside].astype(np.float32) - frame_b[inside]).mean()) < 0.1
+    assert defocused >= 6 and textured >= 3
+
+
+def test_object_size_scales_the_salient_objects_only_where_asked() -> None:
+    size = (96, 128)
+
+    def covered(style: SceneStyle) -> float:
+        scenes = [sample_scene(sequence_rng(3, "train", i), size, 2, style=style) for i in range(30)]
+        return float(np.mean([render_frame(scene, 0, effects=False)[1].mean() for scene in scenes]))
+
+    small, default, large = covered(SceneStyle((0.05, 0.1))), covered(SceneStyle()), covered(SceneStyle((0.4, 0.5)))
+    assert small < 0.5 * default and large > 1.5 * default
+    for bad in ({"object_size": (0.3, 0.2)}, {"object_size": (0.0, 0.2)}, {"defocus_share": -0.1},
+                {"defocus_share": float("nan")}):
+        with pytest.raises(ValueError):
+            SceneStyle(**bad)  # type: ignore[arg-type]
 
 
 def test_synth_command_through_its_own_parser(tmp_path: Path) -> None:

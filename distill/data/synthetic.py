@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,25 @@ Rng = np.random.Generator
 # Share of plain clips whose one object is camouflaged (cut from the background: only motion reveals
 # it). `--camouflage 1` makes a motion-only set, the test of the student's temporal path.
 CAMOUFLAGE_SHARE = 0.08
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """How clips are filmed beyond what the seed draws. The defaults give the original clips byte for
+    byte: a knob left at its default draws no random number, so every other draw stays in place."""
+
+    # A salient object's radius as a share of the frame's short side (one object; two or three are smaller).
+    object_size: tuple[float, float] = (0.16, 0.36)
+    # Share of clips filmed with a shallow depth of field: the scenery out of focus, the salient objects
+    # sharp, as a phone or a portrait lens films them (a cue real footage has and rendered clips lack).
+    defocus_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        low, high = self.object_size
+        if not 0.02 <= low <= high <= 0.6:
+            raise ValueError(f"object sizes must satisfy 0.02 <= MIN <= MAX <= 0.6 (shares of the short side), got {low} {high}")
+        if not 0.0 <= self.defocus_share <= 1.0:
+            raise ValueError(f"the defocused share must lie in [0, 1], got {self.defocus_share}")
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -67,7 +87,7 @@ def _trajectory(rng: Rng, size: tuple[int, int], radius: float, steps: int, mode
 
 
 def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeAssets | None = None,
-                 camouflage_share: float = CAMOUFLAGE_SHARE) -> Scene:
+                 camouflage_share: float = CAMOUFLAGE_SHARE, style: SceneStyle = SceneStyle()) -> Scene:
     """One random clip description; rendering it is deterministic. With `assets`, its background and
     salient objects are real (a composite); everything else is drawn the same way."""
     height, width = size
@@ -106,7 +126,7 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeA
         layers.append(Layer(rgb, cv2.GaussianBlur(alpha, (0, 0), 1.0), False, True, where, where,
                             angle=rng.uniform(0, 360), scale=1.0))
     for index in range(count):
-        radius = short * rng.uniform(0.16, 0.36) * (1.0, 0.78, 0.62)[count - 1]
+        radius = short * rng.uniform(*style.object_size) * (1.0, 0.78, 0.62)[count - 1]
         n = max(12, int(2 * radius * 1.1))
         if assets is None:
             alpha = tx.silhouette(rng, tx.choice(rng, tx.SHAPES, tx.SHAPE_WEIGHTS), n).astype(np.float32) / 255.0
@@ -146,7 +166,17 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeA
     if rng.random() < 0.15 and np.linalg.norm(pan) > 0.5:
         effects.motion_blur = int(np.clip(np.linalg.norm(pan) * 2, 3, 9)) | 1
         effects.motion_angle = float(np.arctan2(pan[1], pan[0]))
+    if style.defocus_share > 0 and not camouflage and rng.random() < style.defocus_share:
+        background, layers = _defocus(background, layers, float(rng.uniform(1.5, 4.0)))
     return Scene(size, steps, background, camera, layers, effects, camouflage)
+
+
+def _defocus(background: np.ndarray, layers: list[Layer], sigma: float) -> tuple[np.ndarray, list[Layer]]:
+    """The scenery (background and its faint distractors) blurred by `sigma` canvas pixels; the
+    salient layers stay in focus."""
+    blurred = [layer if layer.salient else replace(layer, rgb=cv2.GaussianBlur(layer.rgb, (0, 0), sigma))
+               for layer in layers]
+    return cv2.GaussianBlur(background, (0, 0), sigma), blurred
 
 
 def _patch(canvas: np.ndarray, centre: np.ndarray, n: int) -> np.ndarray:
@@ -204,6 +234,7 @@ def generate_synthetic(
     progress: bool = False,
     assets: CompositeAssets | None = None,
     camouflage_share: float = CAMOUFLAGE_SHARE,
+    style: SceneStyle = SceneStyle(),
 ) -> list[str]:
     """Write `num_sequences` clips into `root` in the DAVIS-2016 layout; returns their names.
 
@@ -230,7 +261,7 @@ def generate_synthetic(
     for index in tqdm(range(num_sequences), desc=f"synth {split}", unit="seq", disable=not progress):
         name = sequence_name(split, seed, index, composite)
         scene = sample_scene(sequence_rng(seed, split, index, composite), size, frames_per_sequence, assets,
-                             camouflage_share)
+                             camouflage_share, style)
         image_dir, mask_dir = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
         for folder in (image_dir, mask_dir):
             shutil.rmtree(folder, ignore_errors=True)  # a rerun with fewer frames leaves no stale files
@@ -288,14 +319,22 @@ def add_synth_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--camouflage", type=float, default=CAMOUFLAGE_SHARE, metavar="SHARE",
                         help=f"share of clips whose one object is cut from the background, so only its motion "
                         f"reveals it (default {CAMOUFLAGE_SHARE}; 1: a motion-only set). Plain clips only")
+    default = SceneStyle()
+    parser.add_argument("--object-size", type=float, nargs=2, default=default.object_size, metavar=("MIN", "MAX"),
+                        help="a salient object's radius as a share of the frame's short side (default "
+                        f"{default.object_size[0]} {default.object_size[1]}; two or three objects are drawn smaller)")
+    parser.add_argument("--defocus", type=float, default=default.defocus_share, metavar="SHARE",
+                        help="share of clips with a shallow depth of field: the scenery blurred, the salient "
+                        "objects sharp (default 0)")
     parser.set_defaults(func=run_synth)
 
 
 def run_synth(args: argparse.Namespace) -> int:
     if (args.cutouts is None) != (args.backgrounds is None):
         raise ValueError("composites need both --cutouts ROOT and --backgrounds DIR...")
+    style = SceneStyle(tuple(args.object_size), args.defocus)
     assets = CompositeAssets.load(args.cutouts, args.backgrounds, args.cutout_split) if args.cutouts else None
     names = generate_synthetic(args.out, args.sequences, args.frames, args.seed, args.size, args.split, progress=True,
-                               assets=assets, camouflage_share=args.camouflage)
+                               assets=assets, camouflage_share=args.camouflage, style=style)
     print(f"wrote {len(names)} sequences x {args.frames} frames ({args.split}) to {args.out}")
     return 0
