@@ -7,6 +7,9 @@
 #                     (train: 300 clips, seed 1; val: 40 clips, seed 1000)
 #   $DATA/composites  objects cut out of the labelled photos ($REAL/photos) by the teacher's soft maps,
 #                     pasted over Debian's desktop-base and gnome-backgrounds wallpapers (150 clips)
+#   $DATA/composites-varied  the same objects and wallpapers, more varied: objects from small to large
+#                     (--object-size 0.06 0.45) and 40% of clips with the scenery out of focus
+#                     (--defocus 0.4); 150 clips, seed 2. motion-mix.sh takes it through EXTRA_DATA.
 #
 # The synthetic clips need no labels and start at once; the composites wait for the labelling job
 # (docs/training/real-data.sh). Resumable: a marker file records each finished step, and a rerun
@@ -45,3 +48,5 @@ done
 
 synth "$DATA/composites" .done-train-s1 --sequences 150 --frames 24 --seed 1 --split train \
   --cutouts "$REAL/photos" --backgrounds "${backgrounds[@]}"
+synth "$DATA/composites-varied" .done-train-s2 --sequences 150 --frames 24 --seed 2 --split train \
+  --cutouts "$REAL/photos" --backgrounds "${backgrounds[@]}" --object-size 0.06 0.45 --defocus 0.4
