@@ -39,6 +39,9 @@
 #   NAME=v6-real3-degrade FROM=6 SHARES="1 1 3 3 2" DEGRADE=0.5 TKD_WEIGHT=3 bash docs/training/motion-mix.sh
 #                        # version 7's run with half the clips filmed by a worse camera (--degrade:
 #                        # blur, lower resolution, JPEG, noise, white balance)
+#   NAME=v6-real3-varied FROM=6 SHARES="1 0.5 3 3 2" EXTRA_DATA="/work/data/composites-varied@0.5" TKD_WEIGHT=3 ...
+#                        # version 7's run with half its composite share drawn from mix-data.sh's
+#                        # composites-varied (objects small to large, scenery out of focus)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
