@@ -34,6 +34,8 @@ import numpy as np
 
 from .model.processing import resize_image
 
+# What a client hears when its bytes are no image this service reads (the decoders' and the header checks').
+NOT_AN_IMAGE = "data is not a decodable image (expected JPEG, PNG, BMP or WebP)"
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
 # The FFmpeg demuxers a video may be opened with, chosen by probing the content (never the name):
 # those of VIDEO_SUFFIXES. Any other demuxer is refused before it reads past the probe, above all
@@ -73,7 +75,7 @@ def decode_image_bytes(data: bytes) -> np.ndarray:
     # IMREAD_COLOR also applies the EXIF orientation, so phone photos come out upright.
     image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None:
-        raise VideoError("data is not a decodable image (expected JPEG, PNG or BMP)")
+        raise VideoError(NOT_AN_IMAGE)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -101,7 +103,7 @@ def decode_for_model(
                 continue
             image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
             if image is None:
-                raise VideoError("data is not a decodable image (expected JPEG, PNG or BMP)")
+                raise VideoError(NOT_AN_IMAGE)
             if image.shape[:2] == expected:
                 return resize_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), input_size), size
             break  # rotated by EXIF or a header that disagrees: decode in full below

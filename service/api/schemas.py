@@ -6,12 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..video import NOT_AN_IMAGE
+
 ResultFormat = Literal["zip", "mp4", "npz"]
 JobStatusName = Literal["queued", "running", "done", "failed"]
 
 
 class Problem(BaseModel):
-    detail: str = Field(examples=["data is not a decodable image (expected JPEG, PNG or BMP)"])
+    detail: str = Field(examples=[NOT_AN_IMAGE])
 
 
 class Health(BaseModel):
