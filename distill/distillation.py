@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from distill.finetune import add_init_argument, keep_source_motion_branch
+from distill.finetune import add_init_argument, keep_source_architecture
 from distill.kd import KDAdapters, KDWeights, TeacherTargets, distillation_loss
 from distill.losses import saliency_loss
 from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_training
@@ -38,7 +38,7 @@ from service.model import STKDStudent, StudentOutput
 
 DISTILL_FLAGS = (*CONFIG_FLAGS, "init_from", "spatial_teacher", "temporal_teacher", "gt_weight", "skd_feature", "skd_map",
                  "tkd_feature", "tkd_map", "kd_coarse", "kd_temperature", "motion_channels",
-                 "motion_radius")
+                 "motion_radius", "refiner_channels")
 
 
 @dataclass
@@ -224,11 +224,11 @@ def add_distill_command(commands: argparse._SubParsersAction) -> None:
                         help="keep teacher outputs on disk, keyed by teacher file and sample stream; runs with the "
                         "same data, size, clip length, augmentation and seed reuse them")
     add_init_argument(parser)
-    # No flags for the motion branch: --init-from's, if it has one.
-    parser.set_defaults(func=run_distill, motion_channels=None, motion_radius=None)
+    # No flags for the motion branch or the refiner: --init-from's, if it has them.
+    parser.set_defaults(func=run_distill, motion_channels=None, motion_radius=None, refiner_channels=None)
 
 
 def run_distill(args: argparse.Namespace) -> int:
     cache = Path(args.teacher_cache).resolve() if args.teacher_cache else None
-    keep_source_motion_branch(args)
+    keep_source_architecture(args)
     return run_training(args, DistillTrainer, DistillConfig, DISTILL_FLAGS, cache_root=cache)

@@ -54,13 +54,13 @@ def initial_weights(path: Path, width_mult: float, motion_radius: int = RADIUS) 
     return weights
 
 
-def keep_source_motion_branch(args: argparse.Namespace) -> None:
-    """A new run from a model with a motion branch keeps that branch, and its radius, unless
-    --motion-channels or --motion-radius says otherwise: fine-tuning the default model needs no flag
-    that restates its architecture."""
+def keep_source_architecture(args: argparse.Namespace) -> None:
+    """A new run from a model with a motion branch or a detail refiner keeps them, and the branch's
+    radius, unless --motion-channels, --motion-radius or --refiner-channels says otherwise:
+    fine-tuning the default model needs no flag that restates its architecture."""
     if args.resume or not args.init_from:
         return
-    unset = [key for key in ("motion_channels", "motion_radius") if getattr(args, key, None) is None]
+    unset = [key for key in ("motion_channels", "motion_radius", "refiner_channels") if getattr(args, key, None) is None]
     if not unset:
         return
     config, _ = read_source(Path(args.init_from), with_weights=False)
@@ -68,19 +68,22 @@ def keep_source_motion_branch(args: argparse.Namespace) -> None:
         args.motion_channels = config.get("motion_channels") or None
     if "motion_radius" in unset and config.get("motion_channels"):
         args.motion_radius = config.get("motion_radius", RADIUS)
+    if "refiner_channels" in unset:
+        args.refiner_channels = config.get("refiner_channels") or None
 
 
 def load_initial_weights(model: nn.Module, weights: dict[str, Tensor], source: str | Path) -> None:
-    """Load strictly, except that a student gaining a motion branch starts that branch fresh (its cue
-    starts at zero, so the fine-tuned model starts exactly as the source)."""
-    hint = "--width-mult, --motion-channels and --motion-radius must allow them"
+    """Load strictly, except that a student gaining a motion branch or a detail refiner starts it fresh
+    (the branch's cue and the refiner's correction start at zero, so the fine-tuned model starts
+    exactly as the source)."""
+    hint = "--width-mult, --motion-channels, --motion-radius and --refiner-channels must allow them"
     own = model.state_dict()
     reshaped = [key for key, value in weights.items() if key in own and own[key].shape != value.shape]
     if reshaped:
         raise ValueError(f"--init-from {source}: its weights do not fit this student ({reshaped[0]} "
                          f"{tuple(weights[reshaped[0]].shape)}, here {tuple(own[reshaped[0]].shape)}): {hint}")
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    strange = [key for key in missing if not key.startswith("motion.")] + list(unexpected)
+    strange = [key for key in missing if not key.startswith(("motion.", "refiner."))] + list(unexpected)
     if strange:
         raise ValueError(f"--init-from {source}: its weights do not fit this student (e.g. {strange[0]}): {hint}")
 

@@ -14,7 +14,8 @@ teacher's; they exist only in training and never enter the student's weights.
 Map terms: the Bernoulli KL divergence KL(p_teacher || p_student) per pixel (with a temperature T,
 scaled by T^2 as in Hinton et al.), i.e. BCE against the teacher's probabilities minus the teacher's
 own entropy: exactly zero when the student's map equals the teacher's, positive otherwise. The final
-map is compared at stride 4, where both networks make it (their outputs are its bilinear upsampling).
+map is compared where the student makes it, before upsampling: at stride 4, as the teachers do, or at
+stride 2 with a detail refiner, against the teacher's map upsampled.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ each clip), ground truth comes from `ClipDataset` as masks B,T,1,H,W and `valid`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -29,9 +29,10 @@ class SaliencyLossWeights:
     bce: float = 1.0
     iou: float = 1.0
     final: float = 1.0
-    # Side outputs at strides 16 and 8 (the stride-4 side output *is* the final map before
-    # upsampling, so supervising it again would only double the final term's weight).
-    sides: tuple[float, ...] = (0.5, 0.5)
+    # Side outputs by stride. The last side output *is* the final map before upsampling, so it is not
+    # supervised again (that would only double the final term's weight): strides 16 and 8 are, and
+    # stride 4 too when a detail refiner makes the final map at stride 2.
+    sides: dict[int, float] = field(default_factory=lambda: {16: 0.5, 8: 0.5, 4: 0.5})
     coarse: float = 0.25
 
 
@@ -77,17 +78,19 @@ def saliency_loss(
     never has to special-case it.
     """
     weights = weights or SaliencyLossWeights()
-    if len(weights.sides) != len(output.side_logits) - 1:
-        raise ValueError(f"need {len(output.side_logits) - 1} side weights, got {len(weights.sides)}")
     maps, target = select_valid(output, masks, valid)
     height = output.logits.shape[-2]
+    strides = [height // m.shape[-2] for m in output.side_logits[:-1]]
+    missing = [stride for stride in strides if stride not in weights.sides]
+    if missing:
+        raise ValueError(f"no side weight for stride {missing[0]} (weights for strides {sorted(weights.sides)})")
     # Terms named by stride (final, side16, side8, coarse) so logs read the same at any input size.
-    names = ["final", *(f"side{height // m.shape[-2]}" for m in maps[1:-1]), "coarse"]
+    names = ["final", *(f"side{stride}" for stride in strides), "coarse"]
     if target.shape[0] == 0:
         zero = output.logits.sum() * 0.0
         return zero, {"loss": 0.0, "bce": 0.0, "iou": 0.0, **dict.fromkeys(names, 0.0), "valid_frames": 0.0}
 
-    scale_weights = [weights.final, *weights.sides, weights.coarse]
+    scale_weights = [weights.final, *(weights.sides[stride] for stride in strides), weights.coarse]
     total = maps[0].new_zeros(())
     terms: dict[str, float] = {"bce": 0.0, "iou": 0.0}
     for name, scale_weight, logits in zip(names, scale_weights, maps, strict=True):
@@ -105,22 +108,22 @@ def saliency_loss(
 def adjacent_change_loss(output: StudentOutput, masks: Tensor, valid: Tensor, clips: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Temporal KD from a teacher's maps of adjacent frames: mean |(p_t - p_t-1) - (m_t - m_t-1)|.
 
-    p is the student's stride-4 map (probabilities), m the target resized to it; the pairs are the
-    adjacent frames of the clips selected by `clips` (B bools, e.g. the teacher-labelled ones) that
-    both have a target. It is zero when the student changes from frame to frame exactly as the
-    teacher does, whatever the maps themselves, so it adds what the per-frame term cannot: a
-    penalty on flicker the teacher does not have and on motion it misses. No flow is needed (the
-    teacher labelled each frame) and nothing of it runs at inference. Consistency distillation of
-    this kind is Liu et al., "Efficient Semantic Video Segmentation with Per-frame Inference"
-    (ECCV 2020), there on features and with a flow-warped target.
+    p is the student's final map before upsampling (probabilities at stride 4, or 2 with a refiner), m
+    the target resized to it; the pairs are the adjacent frames of the clips selected by `clips` (B
+    bools, e.g. the teacher-labelled ones) that both have a target. It is zero when the student
+    changes from frame to frame exactly as the teacher does, whatever the maps themselves, so it adds
+    what the per-frame term cannot: a penalty on flicker the teacher does not have and on motion it
+    misses. No flow is needed (the teacher labelled each frame) and nothing of it runs at inference.
+    Consistency distillation of this kind is Liu et al., "Efficient Semantic Video Segmentation with
+    Per-frame Inference" (ECCV 2020), there on features and with a flow-warped target.
     """
     batch, length = masks.shape[:2]
-    stride4 = output.side_logits[-1]
-    probability = torch.sigmoid(stride4.float()).unflatten(0, (batch, length))
-    target = resize_target(masks.flatten(0, 1).float(), stride4.shape[-2:]).unflatten(0, (batch, length))
+    final = output.side_logits[-1]
+    probability = torch.sigmoid(final.float()).unflatten(0, (batch, length))
+    target = resize_target(masks.flatten(0, 1).float(), final.shape[-2:]).unflatten(0, (batch, length))
     pairs = valid[:, 1:] & valid[:, :-1] & clips[:, None].to(torch.bool)
     if length < 2 or not pairs.any():
-        return stride4.sum() * 0.0, {"adjacent_change": 0.0, "adjacent_pairs": 0.0}
+        return final.sum() * 0.0, {"adjacent_change": 0.0, "adjacent_pairs": 0.0}
     student_change = (probability[:, 1:] - probability[:, :-1])[pairs]
     teacher_change = (target[:, 1:] - target[:, :-1])[pairs]
     loss = (student_change - teacher_change).abs().mean()

@@ -63,6 +63,7 @@ class TrainConfig:
     # Students: channels that compare the motion branch's matching costs (service.model.motion); 0: none.
     motion_channels: int = 0
     motion_radius: int = RADIUS  # students: the motion branch's shifts, in stride-4 cells each way
+    refiner_channels: int = 0  # students: channels of the stride-2 detail refiner (service.model.refiner); 0: none
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:

@@ -59,7 +59,7 @@ CALIBRATION_STEPS = 8
 
 def build_model(config: TrainConfig, pretrained: bool = True) -> STKDStudent:
     model = stkd_student(width_mult=config.width_mult, motion_channels=config.motion_channels,
-                         motion_radius=config.motion_radius,
+                         motion_radius=config.motion_radius, refiner_channels=config.refiner_channels,
                          pretrained_encoder=config.pretrained_encoder if pretrained else None)
     if pretrained and config.init_from:
         weights = initial_weights(Path(config.init_from), config.width_mult, config.motion_radius)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import math
 
-from distill.finetune import add_init_argument, keep_source_motion_branch
+from distill.finetune import add_init_argument, keep_source_architecture
 from distill.runs import CONFIG_FLAGS, TrainConfig, add_run_arguments, run_training
 from distill.train import Trainer
 
 # The flags that define a `train` run beyond every command's (saved in the checkpoint, checked on --resume).
-TRAIN_FLAGS = (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal", "motion_channels", "motion_radius")
+TRAIN_FLAGS = (*CONFIG_FLAGS, "init_from", "soft_frames", "soft_temporal", "motion_channels", "motion_radius",
+               "refiner_channels")
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -37,6 +38,10 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
                         help="the motion branch matches shifts of up to R stride-4 cells each way ((2R+1)^2 shifts; "
                         "default 3, or with --init-from the source's). A smaller R than the source's keeps the "
                         "source's comparison of the shifts both have")
+    parser.add_argument("--refiner-channels", type=int, default=None, metavar="N",
+                        help="give the student a detail refiner: N channels (e.g. 8) at stride 2 that see the frame "
+                        "and correct the decoder's stride-4 map (default 0: none, or with --init-from the source's). "
+                        "From a model without one it starts at zero, so the run starts from that model exactly")
     parser.add_argument("--no-soft-frames", dest="soft_frames", action="store_const", const=False, default=None,
                         help="teacher-labelled clips give no per-frame target, only the --soft-temporal term "
                         "(the ablation's temporal-KD-only row)")
@@ -52,5 +57,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError("--motion-channels must be 0 or more")
     if args.motion_radius is not None and args.motion_radius < 1:
         raise ValueError("--motion-radius must be at least 1")
-    keep_source_motion_branch(args)
+    if args.refiner_channels is not None and args.refiner_channels < 0:
+        raise ValueError("--refiner-channels must be 0 or more")
+    keep_source_architecture(args)
     return run_training(args, Trainer, TrainConfig, TRAIN_FLAGS)

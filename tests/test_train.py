@@ -277,3 +277,25 @@ def test_fine_tuning_narrows_the_motion_radius_and_keeps_it(synth_root: Path, tm
     assert "radius of 3 cannot be taken from one of 1" in wider.stderr
     zero = vsod_train(*train_args(synth_root, tmp_path / "zero", "--steps", "1", "--motion-radius", "0"))
     assert zero.returncode == 1 and zero.stderr.strip() == "vsod-train train: --motion-radius must be at least 1"
+
+
+def test_fine_tuning_adds_a_refiner_and_keeps_it(synth_root: Path, tmp_path: Path, motion_model_store) -> None:  # type: ignore[no-untyped-def]
+    """`--refiner-channels 8 --init-from` a model without one adds it (starting at zero); a later run
+    from that one keeps it without the flag; a negative count is refused in one line."""
+    from tests.conftest import TEST_MOTION_MODEL
+
+    stored = motion_model_store.root / TEST_MOTION_MODEL
+    width = str(json.loads((stored / "manifest.json").read_text())["config"]["width_mult"])
+    refined = vsod_train(*train_args(synth_root, tmp_path / "refined", "--steps", "1", "--width-mult", width,
+                                     "--init-from", str(stored), "--refiner-channels", "8"))
+    assert refined.returncode == 0, refined.stderr
+    tuned = load_checkpoint(tmp_path / "refined" / LAST)
+    assert tuned["model_config"]["refiner_channels"] == 8 and tuned["model_config"]["motion_channels"] == 8
+    assert "refiner.correction.weight" in tuned["model"]
+    again = vsod_train(*train_args(synth_root, tmp_path / "again", "--steps", "1", "--width-mult", width,
+                                   "--init-from", str(tmp_path / "refined" / LAST)))
+    assert again.returncode == 0, again.stderr
+    assert load_checkpoint(tmp_path / "again" / LAST)["model_config"]["refiner_channels"] == 8
+    negative = vsod_train(*train_args(synth_root, tmp_path / "negative", "--steps", "1", "--refiner-channels", "-1"))
+    assert negative.returncode == 1
+    assert negative.stderr.strip() == "vsod-train train: --refiner-channels must be 0 or more"

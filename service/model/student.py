@@ -9,7 +9,7 @@
                       │                 InterFrameEncoder ◀─ previous
                       ▼                               │ temporal
                  SaliencyGuidedDecoder ◀──────────────┘
-                      └─▶ coarse, sides, final
+                      └─▶ coarse, sides ─▶ DetailRefiner (if any: stride 2, sees the frame) ─▶ final
 
 At inference the only thing carried between frames is one tensor (`StudentOutput.state`): the
 previous frame's projected stride-32 features, followed along the channels, when the model has a
@@ -34,6 +34,7 @@ from .interframe import InterFrameEncoder
 from .layers import init_weights
 from .motion import RADIUS, MotionEncoder
 from .network import ClipNetwork
+from .refiner import DetailRefiner
 
 ARCHITECTURE = "stkd-student"
 
@@ -44,7 +45,7 @@ class StudentOutput:
     """Everything one forward pass produces; the intermediates feed the distillation losses."""
 
     logits: Tensor  # B,1,H,W at input resolution
-    side_logits: list[Tensor]  # deep supervision, strides 16, 8, 4
+    side_logits: list[Tensor]  # deep supervision, strides 16, 8, 4 (and 2 with a refiner); the last is the final map
     coarse_logits: Tensor  # stride 32, from the temporal deep features
     spatial_features: Tensor  # stride-4 saliency-guided decoder features
     temporal_features: Tensor  # stride-32 inter-frame encoded features
@@ -58,6 +59,7 @@ class StudentConfig:
     decoder_channels: int = 32
     motion_channels: int = 0  # channels that compare the motion branch's matching costs; 0: no branch
     motion_radius: int = RADIUS  # the branch's shifts: up to this many stride-4 cells each way
+    refiner_channels: int = 0  # channels of the stride-2 detail refiner; 0: none, the final map is the stride-4 one
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
@@ -80,6 +82,8 @@ class StudentConfig:
                   "decoder_channels": self.decoder_channels, "motion_channels": self.motion_channels}
         if self.motion_radius != RADIUS:  # absent in the manifests of versions 4 to 7, which use RADIUS
             config["motion_radius"] = self.motion_radius
+        if self.refiner_channels:  # absent where there is none, as in every manifest before it existed
+            config["refiner_channels"] = self.refiner_channels
         return config
 
 
@@ -96,9 +100,13 @@ class STKDStudent(ClipNetwork):
         self.decoder = SaliencyGuidedDecoder(channels, self.config.temporal_channels, self.config.decoder_channels)
         motion = self.config.motion_channels
         self.motion = MotionEncoder(channels[0], motion, self.config.motion_radius) if motion else None
+        refiner = self.config.refiner_channels
+        self.refiner = DetailRefiner(refiner) if refiner else None
         init_weights(self)
         if self.motion is not None:
             self.motion.zero_cue()
+        if self.refiner is not None:
+            self.refiner.zero_correction()
 
     def state_shape(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
         """Shape (C, h, w) of one frame's state for an input of (height, width)."""
@@ -123,11 +131,12 @@ class STKDStudent(ClipNetwork):
         cue, reference = None, None
         if self.motion is not None:
             cue, reference = self.motion(frames, previous_reference, self.grid(frames.shape[-2:]), fresh)
-        levels = self.encoder(self.normalise(frames), cue)
+        normalised = self.normalise(frames)
+        levels = self.encoder(normalised, cue)
         temporal, state = self.interframe(levels[3], previous_deep, fresh)
         if reference is not None:
             state = torch.cat([state, reference], dim=1)
-        return self._decode(frames.shape[-2:], levels, temporal, state)
+        return self._decode(normalised, levels, temporal, state)
 
     def forward_clip(self, clip: Tensor, previous: Tensor | None = None) -> StudentOutput:
         """clip: B,T,3,H,W; outputs are flattened to B*T, time-major within each clip.
@@ -142,12 +151,13 @@ class STKDStudent(ClipNetwork):
         cue, reference = None, None
         if self.motion is not None:
             cue, reference = self.motion.forward_clip(clip, previous_reference, self.grid(frames.shape[-2:]))
-        levels = self.encoder(self.normalise(frames), cue)
+        normalised = self.normalise(frames)
+        levels = self.encoder(normalised, cue)
         state = self.interframe.project(levels[3])
         temporal = self.interframe.attend(state, _with_predecessors(state.unflatten(0, (batch, time)), previous_deep))
         if reference is not None:
             state = torch.cat([state, reference], dim=1)
-        return self._decode(frames.shape[-2:], levels, temporal, state)
+        return self._decode(normalised, levels, temporal, state)
 
 
     def _split_state(self, state: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
@@ -157,9 +167,16 @@ class STKDStudent(ClipNetwork):
         channels = self.config.temporal_channels
         return state[:, :channels], state[:, channels:]
 
-    def _decode(self, size: torch.Size, levels: list[Tensor], temporal: Tensor, state: Tensor) -> StudentOutput:
+    def _decode(self, frames: Tensor, levels: list[Tensor], temporal: Tensor, state: Tensor) -> StudentOutput:
+        """frames: the normalised input, which the refiner (if any) sees beside the stride-4 map."""
         spatial, coarse, sides = self.decoder(levels, temporal)
+        size = frames.shape[-2:]
         logits = F.interpolate(sides[-1], size=size, mode="bilinear", align_corners=False)
+        if self.refiner is not None:
+            correction = self.refiner(frames, sides[-1])
+            upsampled = F.interpolate(sides[-1], size=correction.shape[-2:], mode="bilinear", align_corners=False)
+            sides = [*sides, upsampled + correction]
+            logits = logits + F.interpolate(correction, size=size, mode="bilinear", align_corners=False)
         return StudentOutput(logits, sides, coarse, spatial, temporal, state)
 
 
@@ -177,9 +194,11 @@ def stkd_student(
     pretrained_encoder: str | None = None,
     motion_channels: int = 0,
     motion_radius: int = RADIUS,
+    refiner_channels: int = 0,
 ) -> STKDStudent:
     """Build the student; `pretrained_encoder` is a local torchvision-style MobileNetV2 checkpoint."""
-    model = STKDStudent(StudentConfig(width_mult, temporal_channels, decoder_channels, motion_channels, motion_radius))
+    model = STKDStudent(StudentConfig(width_mult, temporal_channels, decoder_channels, motion_channels, motion_radius,
+                                      refiner_channels))
     if pretrained_encoder:
         model.encoder.load_pretrained(pretrained_encoder)
     return model
