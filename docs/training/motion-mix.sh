@@ -42,6 +42,9 @@
 #   NAME=v6-real3-varied FROM=6 SHARES="1 0.5 3 3 2" EXTRA_DATA="/work/data/composites-varied@0.5" TKD_WEIGHT=3 ...
 #                        # version 7's run with half its composite share drawn from mix-data.sh's
 #                        # composites-varied (objects small to large, scenery out of focus)
+#   NAME=v7-r1-refine FROM=7 SHARES="1 1 3 3 2" MOTION_RADIUS=1 REFINER_CHANNELS=8 TKD_WEIGHT=3 ...
+#                        # version 7 with the motion branch narrowed to radius 1 and a stride-2 detail
+#                        # refiner added (--refiner-channels), which the narrower branch pays for
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -52,6 +55,7 @@ SEED=${SEED:-0}
 TKD=(${TKD_WEIGHT:+--soft-temporal "$TKD_WEIGHT"})
 RADIUS=(${MOTION_RADIUS:+--motion-radius "$MOTION_RADIUS"})
 CAMERA=(${DEGRADE:+--degrade "$DEGRADE"})
+REFINER=(${REFINER_CHANNELS:+--refiner-channels "$REFINER_CHANNELS"})
 FROM=${FROM:-2}
 EXTRA=()
 for root in ${EXTRA_DATA:-}; do EXTRA+=(--data "$root"); done
@@ -69,7 +73,7 @@ train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
   --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$REAL/photos@$PHOTO_SHARE" \
   --data "$DATA/motion@$MOTION_SHARE" "${EXTRA[@]}" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
-  --steps "$STEPS" --seed "$SEED" --save-every 100 "${TKD[@]}" "${RADIUS[@]}" "${CAMERA[@]}"
+  --steps "$STEPS" --seed "$SEED" --save-every 100 "${TKD[@]}" "${RADIUS[@]}" "${CAMERA[@]}" "${REFINER[@]}"
 [[ -f $STORE/$NAME/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name "$NAME" \
   --store "$STORE" --speed-frames 20 --no-progress
 served_at "$STORE" "$NAME" 288  # versions 4 and 5: trained at 256, served at 288
