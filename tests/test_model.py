@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from distill.finetune import load_initial_weights
 from service.live import SessionState, StateError, StateMismatchError
 from service.model import Predictor, stkd_student
 from service.model.processing import probabilities_to_masks
@@ -164,4 +165,27 @@ def test_store_refuses_a_config_it_does_not_know_in_one_line(tmp_path) -> None:
         with pytest.raises(ModelStoreError, match=re.escape("model 'test-student': the config")) as error:
             store.load("test-student")
         assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "grown"),
+    [({}, {"motion_channels": 8}), ({"motion_channels": 8}, {"motion_channels": 8, "refiner_channels": 8})],
+    ids=["motion-branch", "refiner"],
+)
+def test_a_student_gaining_a_part_starts_exactly_as_its_source(source: dict, grown: dict) -> None:
+    """The motion branch's cue and the refiner's correction start at zero, so fine-tuning a model with
+    a new part (`--motion-channels`, `--refiner-channels`) starts from exactly that model's maps; the
+    other way round, a part's weights with nowhere to go, is refused."""
+    torch.manual_seed(0)
+    before = stkd_student(**source).eval()
+    if before.motion is not None:
+        torch.nn.init.normal_(before.motion.cue.weight, std=0.5)  # a trained branch, not a fresh one
+    after = stkd_student(**grown)
+    load_initial_weights(after, before.state_dict(), "source")
+    after.eval()
+    clip = torch.rand(1, 3, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(after.forward_clip(clip).logits, before.forward_clip(clip).logits, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="do not fit this student"):
+        load_initial_weights(stkd_student(**source), after.state_dict(), "grown")
 

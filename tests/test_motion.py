@@ -95,16 +95,8 @@ def test_the_reference_reaches_the_map_and_fresh_rows_ignore_it() -> None:
         torch.testing.assert_close(fresh[:1], first.logits[:1], atol=1e-5, rtol=0)
 
 
-def test_a_student_gaining_the_branch_starts_exactly_as_its_source(tmp_path: Path) -> None:
-    source = stkd_student().eval()
+def test_a_branch_of_another_width_is_refused_in_one_line() -> None:
     grown = stkd_student(motion_channels=8)
-    load_initial_weights(grown, source.state_dict(), "source")
-    grown.eval()
-    clip = torch.rand(1, 3, 3, 128, 128)
-    with torch.no_grad():
-        torch.testing.assert_close(grown.forward_clip(clip).logits, source.forward_clip(clip).logits, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="do not fit this student"):
-        load_initial_weights(stkd_student(), grown.state_dict(), "grown")  # the other way round loses the branch
     with pytest.raises(ValueError, match=r"motion.compare.0.weight \(8, 50, 3, 3\), here \(4, 50, 3, 3\)"):
         load_initial_weights(stkd_student(motion_channels=4), grown.state_dict(), "grown")
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
-from distill.finetune import load_initial_weights
 from distill.losses import saliency_loss
 from service.model import ModelStore, stkd_student
 from service.model.complexity import count_flops
@@ -33,19 +31,6 @@ def test_the_final_map_comes_from_stride_2_and_the_cost_is_small() -> None:
     plain = stkd_student(motion_channels=8)
     assert count_flops(plain) < count_flops(model) <= 1.1 * count_flops(plain)
     assert model.state_shape((160, 192)) == plain.state_shape((160, 192))  # it carries nothing between frames
-
-
-def test_a_student_gaining_the_refiner_starts_exactly_as_its_source() -> None:
-    source = stkd_student(motion_channels=8).eval()
-    torch.nn.init.normal_(source.motion.cue.weight, std=0.5)
-    grown = stkd_student(motion_channels=8, refiner_channels=8)
-    load_initial_weights(grown, source.state_dict(), "source")
-    grown.eval()
-    clip = torch.rand(1, 3, 3, 128, 128)
-    with torch.no_grad():
-        torch.testing.assert_close(grown.forward_clip(clip).logits, source.forward_clip(clip).logits, atol=1e-6, rtol=0)
-    with pytest.raises(ValueError, match="do not fit this student"):
-        load_initial_weights(stkd_student(motion_channels=8), grown.state_dict(), "grown")  # it would lose the refiner
 
 
 def test_the_refiner_sees_the_frame_and_learns_what_the_coarse_map_cannot() -> None:
