@@ -18,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     from distill.data import synthetic
     from distill.teachers import labelling
     from distill.teachers import training as teachers
+    from service.cli import OneLineParser  # bad flags in one line, as every vsod and vsod-train error is
 
-    parser = argparse.ArgumentParser(prog="vsod-train", description="Train, distil and evaluate vsod models.")
+    parser = OneLineParser(prog="vsod-train", description="Train, distil and evaluate vsod models.")
     commands = parser.add_subparsers(dest="command", required=True)
     synthetic.add_synth_command(commands)
     train_command.add_train_command(commands)

@@ -187,6 +187,18 @@ def test_cli_train_errors_are_one_line(args: list[str], needle: str, synth_root:
     assert len(lines) == 1 and lines[0].startswith("vsod-train train:") and needle in lines[0], done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["train", "--out", "run", "--degrade", "abc"], ["synth", "--out", "data", "--object-size", "0.1"], ["nosuch"], []],
+)
+def test_bad_flags_are_refused_in_one_line_too(args: list[str]) -> None:
+    """argparse's own errors (a missing or mistyped value, an unknown command) come in one line like the rest."""
+    done = vsod_train(*args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("vsod-train"), done.stderr
+    assert "error:" in lines[0] and "--help" in lines[0]
+
+
 def test_cli_train_refuses_to_overwrite_a_run_and_to_change_a_resumed_one(synth_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert vsod_train(*train_args(synth_root, run, "--steps", "1")).returncode == 0
