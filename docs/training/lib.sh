@@ -59,6 +59,7 @@ VERSION_4=2a8e49f  # version 2 + the motion branch, motion-mix.sh's run, served 
 VERSION_5=3157ed7  # version 4's recipe with temporal KD: TKD_WEIGHT=3 motion-mix.sh, served at 288x288
 VERSION_6=0ba2520  # version 5 + 1,500 steps, real share doubled: NAME=v5-real2 FROM=5 SHARES="2 2 2 2 2" TKD_WEIGHT=3 motion-mix.sh
 VERSION_7=3c1801f  # version 6 + 1,500 steps, real share 3/10 each: NAME=v6-real3 FROM=6 SHARES="1 1 3 3 2" TKD_WEIGHT=3 motion-mix.sh
+VERSION_8=3f0032a  # version 7's run with half the composites varied: NAME=v6-real3-varied FROM=6 SHARES="1 0.5 3 3 2" EXTRA_DATA=... motion-mix.sh
 
 # score STORE MODEL OUT_DIR LABEL=ROOT...: score a stored model on the val split of each ROOT once,
 # into OUT_DIR/MODEL-LABEL.json (a file already there is kept).

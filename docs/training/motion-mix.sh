@@ -12,7 +12,7 @@
 # at version 2. Session 5 ran this with the first design of the branch (stride-8 features one frame
 # apart), which learnt nothing: bench/motion_evidence.py showed why, and the branch now matches the
 # stride-4 grey image against a moving average of the earlier frames. Then the result, at 256, 288 and
-# 320, and the shipped versions 3 to 7 are scored on the real, synthetic and motion-only
+# 320, and the shipped versions 3 to 8 are scored on the real, synthetic and motion-only
 # validation sets. Version 4 of the default model is this run served at 288 (at 320 its step is over
 # the issue's 2x budget): `vsod-train export --checkpoint $RUN/last.pt --input-size 288`, as its report
 # says. Version 5 is the same run with TKD_WEIGHT=3 (below), served at 288 too. Resumable like the
@@ -41,7 +41,8 @@
 #                        # blur, lower resolution, JPEG, noise, white balance)
 #   NAME=v6-real3-varied FROM=6 SHARES="1 0.5 3 3 2" EXTRA_DATA="/work/data/composites-varied@0.5" TKD_WEIGHT=3 ...
 #                        # version 7's run with half its composite share drawn from mix-data.sh's
-#                        # composites-varied (objects small to large, scenery out of focus)
+#                        # composites-varied (objects small to large, scenery out of focus): version 8,
+#                        # served at 288
 #   NAME=v7-r1-refine FROM=7 SHARES="1 1 3 3 2" MOTION_RADIUS=1 REFINER_CHANNELS=8 TKD_WEIGHT=3 ...
 #                        # version 7 with the motion branch narrowed to radius 1 and a stride-2 detail
 #                        # refiner added (--refiner-channels), which the narrower branch pays for
@@ -83,8 +84,9 @@ model_at "$VERSION_4" "$STORE/vsod-student-v4"
 model_at "$VERSION_5" "$STORE/vsod-student-v5"
 model_at "$VERSION_6" "$STORE/vsod-student-v6"
 model_at "$VERSION_7" "$STORE/vsod-student-v7"
+model_at "$VERSION_8" "$STORE/vsod-student-v8"
 SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
-for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 vsod-student-v6 vsod-student-v7 "$NAME" "$NAME-288" "$NAME-320"; do
+for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 vsod-student-v6 vsod-student-v7 vsod-student-v8 "$NAME" "$NAME-288" "$NAME-320"; do
   score "$STORE" "$model" "$RUNS/motion-scores" "${SETS[@]}"
 done
 log "done: $RUNS/motion-scores"
