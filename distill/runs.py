@@ -294,6 +294,8 @@ def check_run_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--workers must be 0 or more")
     if args.degrade is not None and not 0.0 <= args.degrade <= 1.0:  # also refuses nan
         raise ValueError("--degrade must be a share between 0 and 1")
+    if args.degrade and args.no_augment:
+        raise ValueError("--degrade is part of augmentation: it does nothing with --no-augment")
     if not args.resume and args.steps is None and args.max_minutes is None:
         raise ValueError("give --steps N and/or --max-minutes M")
 

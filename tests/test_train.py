@@ -177,6 +177,7 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path) -> None:
         (["--data", "{root}", "--steps", "1", "--no-soft-frames"], "needs --soft-temporal"),
         (["--data", "{root}", "--steps", "1", "--degrade", "1.5"], "--degrade must be"),
         (["--data", "{root}", "--steps", "1", "--degrade", "nan"], "--degrade must be"),
+        (["--data", "{root}", "--steps", "1", "--degrade", "0.5", "--no-augment"], "does nothing with --no-augment"),
     ],
 )
 def test_cli_train_errors_are_one_line(args: list[str], needle: str, synth_root: Path, tmp_path: Path) -> None:
