@@ -27,17 +27,16 @@ from common import summary
 from distill.data.loaders import load_sequences
 from distill.data.sequences import read_soft_mask
 from distill.evaluate import SequenceScorer, scored_frames
-from service.model.processing import resize_image
+from service.model.processing import probability_to_mask, resize_image
 
 
 def decided_at(mask: np.ndarray, size: tuple[int, int], stride: int) -> np.ndarray:
     """`mask` (float in [0, 1], the frame's size) as a map decided on the stride grid of a `size` input,
-    brought back to the frame's size as uint8."""
+    brought back to the frame's size as uint8 the way the service brings its maps back."""
     height, width = size
     grid = cv2.resize(resize_image(mask, size), (width // stride, height // stride), interpolation=cv2.INTER_AREA)
     upsampled = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
-    frame = cv2.resize(upsampled, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
-    return np.clip(np.rint(frame * 255), 0, 255).astype(np.uint8)
+    return probability_to_mask(upsampled, mask.shape)
 
 
 def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
@@ -51,7 +50,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
             scorer = SequenceScorer()
             for index in scored_frames(sequence):
                 mask = read_soft_mask(sequence.masks[index])
-                scorer.step(decided_at(mask, size, stride), np.clip(np.rint(mask * 255), 0, 255).astype(np.uint8))
+                scorer.step(decided_at(mask, size, stride), probability_to_mask(mask, mask.shape))
             if scorer.frames:
                 scores = scorer.results()
                 per_sequence[sequence.name] = {"s_measure": round(scores["s_measure"], 4), "max_f": round(scores["max_f"], 4)}

@@ -31,10 +31,11 @@ class DetailRefiner(nn.Module):
         if self.correction.bias is not None:
             nn.init.zeros_(self.correction.bias)
 
-    def forward(self, frames: Tensor, logits: Tensor) -> Tensor:
+    def forward(self, frames: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
         """frames: B,3,H,W as the encoder sees them (normalised); logits: B,1 at stride 4. Returns the
-        correction, B,1 at stride 2, to add to the logits brought to stride 2 (or to any finer size:
-        the student adds both, each upsampled, so a zero correction changes nothing at all)."""
+        logits brought to stride 2 and the correction to add to them, both B,1 at stride 2. They come
+        apart so the student can also add each, upsampled, at the input size: a zero correction then
+        changes nothing at all."""
         features = self.frame(frames)
         upsampled = F.interpolate(logits, size=features.shape[-2:], mode="bilinear", align_corners=False)
-        return self.correction(self.fuse(torch.cat([features, upsampled], dim=1)))
+        return upsampled, self.correction(self.fuse(torch.cat([features, upsampled], dim=1)))

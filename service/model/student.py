@@ -173,8 +173,7 @@ class STKDStudent(ClipNetwork):
         size = frames.shape[-2:]
         logits = F.interpolate(sides[-1], size=size, mode="bilinear", align_corners=False)
         if self.refiner is not None:
-            correction = self.refiner(frames, sides[-1])
-            upsampled = F.interpolate(sides[-1], size=correction.shape[-2:], mode="bilinear", align_corners=False)
+            upsampled, correction = self.refiner(frames, sides[-1])
             sides = [*sides, upsampled + correction]
             logits = logits + F.interpolate(correction, size=size, mode="bilinear", align_corners=False)
         return StudentOutput(logits, sides, coarse, spatial, temporal, state)
