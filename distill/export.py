@@ -45,12 +45,19 @@ def data_sources(data: list[dict[str, Any]]) -> list[str]:
         if entry.get("cutouts"):
             lines.append(f"- `{entry['root']}`: objects cut out of " + ", ".join(f"`{c}`" for c in entry["cutouts"])
                          + f" by the teacher's maps, over {len(entry.get('backgrounds', []))} backgrounds: "
-                         + ", ".join(f"`{b}`" for b in entry.get("backgrounds", [])))
+                         + ", ".join(f"`{b}`" for b in entry.get("backgrounds", []))
+                         + "".join(f"; {scene_style(style)}" for style in entry.get("styles", [])))
     for teacher in teachers.values():
         lines.append(f"- teacher: {teacher.get('model')}, {teacher.get('variant')} variant at {teacher.get('input_size')}x"
                      f"{teacher.get('input_size')}, sha256 `{teacher.get('sha256')}`; model licence "
                      f"{teacher.get('model_licence')}; from {teacher.get('package')}, licence {teacher.get('package_licence')}")
     return ["", "Sources:", "", *lines] if lines else []
+
+
+def scene_style(style: dict[str, Any]) -> str:
+    """A composite split's SceneStyle in words (distill.data.synthetic.SceneStyle.to_record)."""
+    low, high = style["object_size"]
+    return f"objects {low:g}-{high:g} of the short side, {style['defocus_share']:.0%} of clips defocused"
 
 
 def build_report(manifest: Manifest, checkpoint: dict[str, Any], evaluation: dict[str, Any] | None,

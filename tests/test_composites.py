@@ -116,6 +116,7 @@ def test_composites_are_deterministic_named_apart_and_recorded(tmp_path: Path, a
     record = json.loads((tmp_path / "a" / "composites.json").read_text())["train-s3"]
     assert record["objects"] == ["astronaut/00000"]
     assert sorted(Path(p).name for p in record["backgrounds"]) == ["wall.jpg", "waves.webp"]
+    assert record["style"] == {"object_size": [0.16, 0.36], "defocus_share": 0.0}  # SceneStyle's defaults
     masks = [read_mask(tmp_path / "a" / f"Annotations/480p/{name}/{t:05d}.png") for name in names for t in range(3)]
     assert sum(mask.any() for mask in masks) >= 4
 

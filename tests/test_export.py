@@ -184,15 +184,19 @@ def test_the_report_names_the_real_teacher_and_every_source(tmp_path: Path) -> N
     composites.mkdir()
     (labelled / "labels.json").write_text(json.dumps({"format": "vsod-labels/1", "teacher": teacher, "sequences": {
         "clip": {"source": "/videos/clip.avi"}, "photo": {"source": "/photos/photo.jpg"}}}))
+    style = {"object_size": [0.06, 0.45], "defocus_share": 0.4}
     (composites / "composites.json").write_text(json.dumps({"train-s1": {
-        "cutouts": str(labelled), "objects": ["photo/00000"], "backgrounds": ["/walls/a.png", "/walls/b.png"]}}))
+        "cutouts": str(labelled), "objects": ["photo/00000"], "backgrounds": ["/walls/a.png", "/walls/b.png"]},
+        "train-s2": {"cutouts": str(labelled), "objects": ["photo/00000"], "backgrounds": ["/walls/a.png"],
+                     "style": style}}))
     assert root_provenance(labelled) == {"teacher": teacher, "sources": ["/photos/photo.jpg", "/videos/clip.avi"]}
     assert root_provenance(composites) == {"cutouts": [str(labelled)], "backgrounds": ["/walls/a.png", "/walls/b.png"],
-                                           "teacher": teacher}
+                                           "styles": [style], "teacher": teacher}
     assert root_provenance(tmp_path / "synthetic") == {}
 
     data = [{"root": str(root), **root_provenance(root)} for root in (labelled, composites, tmp_path / "synthetic")]
     text = "\n".join(data_sources(data))
-    for needle in ("/videos/clip.avi", "/photos/photo.jpg", "/walls/b.png", "ab" * 32, "MIT", "AGPL-3.0", "npm pkg@1"):
+    for needle in ("/videos/clip.avi", "/photos/photo.jpg", "/walls/b.png", "ab" * 32, "MIT", "AGPL-3.0", "npm pkg@1",
+                   "objects 0.06-0.45 of the short side, 40% of clips defocused"):
         assert needle in text, needle
     assert text.count("- teacher:") == 1  # named once, however many roots it labelled

@@ -4,9 +4,9 @@
 
 Roots written by `vsod-train label` carry `labels.json` (the teacher, its hash and licences, each
 sequence's source) and roots of real-object composites carry `composites.json` (the labelled root
-the objects were cut from, the backgrounds). Reading them here, once, lets training put them in the
-lineage and export name the real teacher and every source in the model's report. Synthetic roots
-have neither: their lineage is the command that generated them.
+the objects were cut from, the backgrounds, how the clips were filmed). Reading them here, once, lets
+training put them in the lineage and export name the real teacher and every source in the model's
+report. Synthetic roots have neither: their lineage is the command that generated them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ def root_provenance(root: Path | str) -> dict[str, Any]:
         cutouts = sorted({part["cutouts"] for part in composites.values()})
         backgrounds = sorted({b for part in composites.values() for b in part.get("backgrounds", [])})
         teachers = [t for c in cutouts if (t := root_provenance(c).get("teacher"))]
-        return {"cutouts": cutouts, "backgrounds": backgrounds, **({"teacher": teachers[0]} if teachers else {})}
+        # Each split's SceneStyle (object sizes, defocus); splits written before it was recorded have none.
+        styles = [json.loads(text) for text in sorted({json.dumps(part["style"], sort_keys=True)
+                                                       for part in composites.values() if "style" in part})]
+        return {"cutouts": cutouts, "backgrounds": backgrounds, **({"styles": styles} if styles else {}),
+                **({"teacher": teachers[0]} if teachers else {})}
     return {}
 
 

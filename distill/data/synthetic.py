@@ -25,6 +25,7 @@ import shutil
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,6 +60,10 @@ class SceneStyle:
             raise ValueError(f"object sizes must satisfy 0.02 <= MIN <= MAX <= 0.6 (shares of the short side), got {low} {high}")
         if not 0.0 <= self.defocus_share <= 1.0:
             raise ValueError(f"the defocused share must lie in [0, 1], got {self.defocus_share}")
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON for a root's sidecar, so a model's lineage says how the clips it saw were filmed."""
+        return {"object_size": list(self.object_size), "defocus_share": self.defocus_share}
 
 
 # --------------------------------------------------------------------------------------- sampling
@@ -274,7 +279,7 @@ def generate_synthetic(
         names.append(name)
     merge_image_set(root / "ImageSets" / "480p" / f"{split}.txt", lines, set(names))
     if assets is not None:
-        record_sources(root / COMPOSITES, f"{split}-s{seed}", assets.sources)
+        record_sources(root / COMPOSITES, f"{split}-s{seed}", {**assets.sources, "style": style.to_record()})
     return names
 
 
