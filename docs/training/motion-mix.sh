@@ -46,12 +46,15 @@
 #   NAME=v7-r1-refine FROM=7 SHARES="1 1 3 3 2" MOTION_RADIUS=1 REFINER_CHANNELS=8 TKD_WEIGHT=3 ...
 #                        # version 7 with the motion branch narrowed to radius 1 and a stride-2 detail
 #                        # refiner added (--refiner-channels), which the narrower branch pays for
+#   NAME=v8-at288 FROM=8 SHARES="1 0.5 3 3 2" EXTRA_DATA=... SIZE=288 TKD_WEIGHT=3 ...
+#                        # trained at the size versions 4 to 8 are served at (SIZE, default 256)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
 NAME=${NAME:-motion-mix${TKD_WEIGHT:+-tkd$TKD_WEIGHT}}
 RUN=${RUN:-$RUNS/$NAME}
 STEPS=${STEPS:-1500}
+SIZE=${SIZE:-256}
 SEED=${SEED:-0}
 TKD=(${TKD_WEIGHT:+--soft-temporal "$TKD_WEIGHT"})
 RADIUS=(${MOTION_RADIUS:+--motion-radius "$MOTION_RADIUS"})
@@ -73,7 +76,7 @@ train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
   --data "$DATA/synth@$SYNTH_SHARE" --data "$DATA/composites@$COMPOSITE_SHARE" \
   --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$REAL/photos@$PHOTO_SHARE" \
   --data "$DATA/motion@$MOTION_SHARE" "${EXTRA[@]}" \
-  --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
+  --split train --input-size "$SIZE" --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
   --steps "$STEPS" --seed "$SEED" --save-every 100 "${TKD[@]}" "${RADIUS[@]}" "${CAMERA[@]}" "${REFINER[@]}"
 [[ -f $STORE/$NAME/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name "$NAME" \
   --store "$STORE" --speed-frames 20 --no-progress
