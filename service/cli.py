@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from service.formats import IMAGE_SUFFIXES, SUPPORTED_IMAGES, SUPPORTED_VIDEOS, VIDEO_SUFFIXES
 from service.process import EarlyAnswers, apply_thread_policy, listen
 
 DEFAULT_MODEL = "vsod-student"
@@ -152,9 +153,12 @@ def run_predict(args: argparse.Namespace) -> int:
             bar.close()
         if writer is not None:
             writer.close()
+        if info.kind == "video" and total is not None and count < total:  # e.g. OpenCV's tree.avi: 444 said, 68 there
+            warn(f"{info.path.name}'s container announces {total} frames but holds {count}; "
+                 f"all {count} were processed (a truncated file?)")
     elapsed = time.perf_counter() - start
     rate = count / elapsed if elapsed > 0 else float("inf")
-    print(f"{count} frames in {elapsed:.1f} s ({rate:.1f} fps end to end), "
+    print(f"{count} frame{'' if count == 1 else 's'} in {elapsed:.1f} s ({rate:.1f} fps end to end), "
           f"model {predictor.model_id} on {predictor.device} -> {destination}")
     return 0
 
@@ -178,7 +182,7 @@ def check_input(path: Path, max_side: int) -> None:
     """Refuse an image, a folder's frame or a video whose header claims frames over `max_side` a side,
     as the server does (service.limits), before a decoder allocates them; one line, exit 1."""
     from service.limits import LimitExceeded, check_image, check_video, video_header
-    from service.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoError
+    from service.video import VideoError
 
     def over(name: str, error: LimitExceeded) -> LimitExceeded:
         return LimitExceeded(f"{name}: {error} (VSOD_MAX_FRAME_SIDE sets the limit)")
@@ -325,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write one 8-bit mask per frame (png), a mask video (mp4) or the input with the mask "
         "tinted over it (overlay: an mp4 for a video or a folder, a PNG for one image).",
     )
-    predict.add_argument("input", help="video file (mp4, avi, mov, mkv, webm...), folder of frames (.jpg/.png) or one image")
+    predict.add_argument("input", help=f"video file ({SUPPORTED_VIDEOS}), folder of frames or one image ({SUPPORTED_IMAGES})")
     predict.add_argument("--out", required=True, help="output folder (created if missing)")
     predict.add_argument("--model", help=f"model name in the store (default: $VSOD_MODEL or {DEFAULT_MODEL})")
     predict.add_argument("--store", help="model store folder (default: $VSOD_MODEL_STORE or ./model_store)")

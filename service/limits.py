@@ -21,7 +21,8 @@ from pathlib import Path
 
 import av
 
-from .video import NOT_AN_IMAGE, VideoError, open_container
+from .formats import NOT_AN_IMAGE
+from .video import VideoError, open_container
 
 # JPEG start-of-frame markers (baseline, progressive, lossless...); C4, C8 and CC are other segments.
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}

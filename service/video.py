@@ -32,21 +32,12 @@ import av
 import cv2
 import numpy as np
 
+from .formats import IMAGE_SUFFIXES, NOT_AN_IMAGE, SUPPORTED_VIDEOS, VIDEO_DEMUXERS, VIDEO_SUFFIXES
 from .model.processing import resize_image
 
-# What a client hears when its bytes are no image this service reads (the decoders' and the header checks').
-NOT_AN_IMAGE = "data is not a decodable image (expected JPEG, PNG, BMP or WebP)"
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ts"})
-# The FFmpeg demuxers a video may be opened with, chosen by probing the content (never the name):
-# those of VIDEO_SUFFIXES. Any other demuxer is refused before it reads past the probe, above all
-# those that open further files or URLs named inside the input (concat, hls, dash, image2,
-# image sequences, playlists, tee...), and images in a video's name (jpeg_pipe, png_pipe...).
-VIDEO_DEMUXERS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "asf")
 # avformat options: a demuxer outside the list fails in avformat_open_input before its header is
 # read, and only the file itself may be opened (no nested file, pipe, http or crypto protocol).
 SAFE_OPEN = {"format_whitelist": ",".join(VIDEO_DEMUXERS), "protocol_whitelist": "file"}
-SUPPORTED_VIDEOS = "mp4, mov, mkv, webm, avi, mpeg-ts, mpeg-ps or wmv"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
 Warn = Callable[[str], None]
 MediaKind = Literal["video", "folder", "image"]
@@ -229,7 +220,7 @@ def _open_folder(folder: Path, warn: Warn) -> MediaSource:
         key=lambda p: natural_key(p.name),
     )
     if not files:
-        raise VideoError(f"no frames (.jpg, .jpeg, .png, .bmp) in folder {folder}")
+        raise VideoError(f"no frames ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {folder}")
     seen: dict[str, Path] = {}
     for file in files:
         if file.stem in seen:  # their masks would overwrite each other

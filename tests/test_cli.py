@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from fractions import Fraction
@@ -24,7 +25,7 @@ from service.model.complexity import count_flops, count_parameters
 from service.video import open_media
 
 from .conftest import TEST_MODEL
-from .servers import jpeg_claiming, png_claiming
+from .servers import jpeg_claiming, png_claiming, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -163,6 +164,43 @@ def test_predict_single_image(tmp_path: Path, model_store_env: dict[str, str], p
     assert mask.shape == (61, 83)
     assert np.abs(mask.astype(int) - predictor.predict_image(frame)).max() <= 1
     assert cv2.imread(str(out / "still_overlay.png")).shape == (61, 83, 3)
+
+
+def test_predict_animated_gif_and_webp(tmp_path: Path, model_store_env: dict[str, str]) -> None:
+    """An animated GIF is a clip (one mask per frame), a WebP an image: the formats the server reads."""
+    from PIL import Image
+
+    frames = moving_square_frames(5, 48, 64)
+    Image.fromarray(frames[0]).save(tmp_path / "anim.gif", save_all=True, duration=100, loop=0,
+                                    append_images=[Image.fromarray(frame) for frame in frames[1:]])
+    assert cv2.imwrite(str(tmp_path / "still.webp"), frames[0][..., ::-1])
+    out = tmp_path / "out"
+    result = run_vsod(model_store_env, "predict", tmp_path / "anim.gif", "--out", out / "gif", "--quiet")
+    assert result.returncode == 0 and result.stdout.startswith("5 frames in "), result.stderr
+    assert sorted(p.name for p in (out / "gif").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    assert read_mask(out / "gif" / "00004.png").shape == (48, 64)
+    result = run_vsod(model_store_env, "predict", tmp_path / "still.webp", "--out", out / "webp", "--quiet")
+    assert result.returncode == 0 and result.stdout.startswith("1 frame in "), result.stderr
+    assert read_mask(out / "webp" / "still.png").shape == (48, 64)
+
+
+def test_predict_says_when_a_video_holds_fewer_frames_than_it_announces(
+    tmp_path: Path, model_store_env: dict[str, str]
+) -> None:
+    """An AVI whose header claims 20 frames and holds 10 (as OpenCV's own tree.avi claims 444 and holds
+    68): every frame there gets its mask, and the user hears of the gap instead of a progress bar
+    that stops short in silence."""
+    data = bytearray(write_clip(tmp_path / "ten.avi", moving_square_frames(10, 48, 64)).read_bytes())
+    for chunk, offset in ((b"avih", 16), (b"strh", 32)):  # dwTotalFrames, the stream's dwLength
+        position = data.index(chunk) + 8 + offset
+        assert struct.unpack_from("<I", data, position) == (10,)
+        struct.pack_into("<I", data, position, 20)
+    claims = tmp_path / "claims.avi"
+    claims.write_bytes(bytes(data))
+    result = run_vsod(model_store_env, "predict", claims, "--out", tmp_path / "out", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 10 and result.stdout.startswith("10 frames in ")
+    assert "claims.avi's container announces 20 frames but holds 10" in result.stderr
 
 
 @pytest.mark.slow

@@ -123,6 +123,26 @@ def test_folder_errors(tmp_path: Path) -> None:
         open_media(tmp_path, warn=warnings.append)
 
 
+def test_animated_gif_is_a_clip_and_webp_frames_are_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    frames = [np.repeat(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), 20 * 30, 0).reshape(20, 30, 3) for _ in range(4)]
+    Image.fromarray(frames[0]).save(tmp_path / "anim.gif", save_all=True, duration=100, loop=0,
+                                    append_images=[Image.fromarray(frame) for frame in frames[1:]])
+    with open_media(tmp_path / "anim.gif") as source:
+        assert source.info.kind == "video" and source.info.size == (20, 30)
+        decoded = [frame for _, frame in source.frames()]
+    assert len(decoded) == 4  # flat colours survive the GIF palette
+    assert all(np.abs(got.astype(int) - want).max() <= 8 for got, want in zip(decoded, frames, strict=True))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(frames):
+        save_rgb(folder / f"{index}.webp", frame)
+    with open_media(folder) as source:
+        assert source.info.kind == "folder" and [name for name, _ in source.frames()] == ["0", "1", "2", "3"]
+
+
 def test_single_image_keeps_colour_order(tmp_path: Path) -> None:
     frame = np.zeros((10, 12, 3), np.uint8)
     frame[..., 0] = 255  # pure red in RGB

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..video import NOT_AN_IMAGE
+from ..formats import NOT_AN_IMAGE
 
 ResultFormat = Literal["zip", "mp4", "npz"]
 JobStatusName = Literal["queued", "running", "done", "failed"]

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ...formats import SUPPORTED_VIDEOS, VIDEO_SUFFIXES
 from ...job_results import FORMATS
 from ...job_store import JobRecord, QuotaExceeded, new_job_id
 from ...limits import check_video, video_header
 from ...settings import Settings
-from ...video import VIDEO_SUFFIXES, MediaInfo, UnsupportedVideo, open_video
+from ...video import MediaInfo, UnsupportedVideo, open_video
 from ..deps import Services, caller, read_upload, services
 from ..errors import problems
 from ..schemas import JobCreated, JobStatus, ResultFormat
@@ -22,7 +23,7 @@ from ..schemas import JobCreated, JobStatus, ResultFormat
 router = APIRouter(prefix="/v1", tags=["clips"])
 SUFFIX_OF_TYPE = {
     "video/mp4": ".mp4", "video/x-msvideo": ".avi", "video/avi": ".avi", "video/msvideo": ".avi",
-    "video/quicktime": ".mov", "video/webm": ".webm", "video/x-matroska": ".mkv",
+    "video/quicktime": ".mov", "video/webm": ".webm", "video/x-matroska": ".mkv", "image/gif": ".gif",
 }
 VIDEO_TYPES = frozenset(SUFFIX_OF_TYPE)
 GENERIC_TYPES = frozenset({"application/octet-stream", ""})  # then the file name's suffix decides
@@ -36,7 +37,7 @@ CLIP_BODY = {
             "multipart/form-data": {
                 "schema": {"type": "object", "required": ["file"],
                            "properties": {"file": {"type": "string", "format": "binary",
-                                                   "description": "mp4, avi, mov, webm or mkv"}}},
+                                                   "description": SUPPORTED_VIDEOS}}},
             },
             "video/mp4": {"schema": {"type": "string", "format": "binary"}},
         },
@@ -52,7 +53,7 @@ def _suffix(filename: str, content_type: str) -> str:
         return suffix
     raise HTTPException(
         415, f"unsupported media type {content_type or '(none)'!r} for {filename or 'the upload'!r}: "
-        "upload an mp4, avi, mov, webm or mkv video",
+        f"upload a video ({SUPPORTED_VIDEOS})",
     )
 
 
@@ -70,8 +71,8 @@ def _probe(path: Path, limits: Settings, name: str) -> MediaInfo:
     summary="Upload a clip; its masks are computed in the background",
     description="A video as multipart (`file` field) or a raw `video/*` body. Frames are processed in order "
     "with the temporal state carried from frame to frame. Poll `status_url`; fetch `result_url` when done. "
-    "The job belongs to the API key that uploaded it. The container is probed from the content: mp4/mov, "
-    "mkv/webm, avi, mpeg-ts/ps or wmv (415 otherwise). 429 with Retry-After when the key (or the server) "
+    "The job belongs to the API key that uploaded it. The container is probed from the content: "
+    f"{SUPPORTED_VIDEOS} (415 otherwise). 429 with Retry-After when the key (or the server) "
     "already has its most jobs queued or running, or its finished jobs hold too many bytes.\n\n"
     "`curl -F file=@clip.mp4 http://127.0.0.1:8000/v1/clips`",
     openapi_extra=CLIP_BODY,

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from ...formats import SUPPORTED_IMAGES
 from ...limits import check_image
 from ...masks import encode_mask
 from ...protocol import MaskFormat
@@ -61,7 +62,7 @@ async def predict_image(
 ) -> Response:
     upload = await read_upload(request, limit=svc.settings.max_frame_bytes, raw_types=IMAGE_TYPES, what="image")
     if upload.content_type not in PART_TYPES:
-        raise HTTPException(415, f"unsupported media type {upload.content_type!r} for the image: send JPEG or PNG")
+        raise HTTPException(415, f"unsupported media type {upload.content_type!r} for the image: send {SUPPORTED_IMAGES}")
     assert upload.data is not None
     check_image(upload.data, svc.settings.max_frame_side)  # from the header: 413 before decoding a bomb, 400 if no image
     frame = await asyncio.to_thread(decode_image_bytes, upload.data)  # VideoError -> 400
