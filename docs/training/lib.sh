@@ -11,14 +11,17 @@ log() { echo "[$(date -u +%FT%TZ)] $*"; }
 
 # model_at REV DEST: the default model as commit REV shipped it, copied into the model-store folder
 # DEST once. Runs start from a fixed version, whatever model_store/ holds today.
+# Runs started side by side may ask for the same model at once: each writes its own temporary copy,
+# the first to rename it wins, and the others drop theirs.
 model_at() {
-  local rev=$1 dest=$2 file
+  local rev=$1 dest=$2 file tmp
   [[ -f $dest/manifest.json ]] && return
-  mkdir -p "$dest.tmp"
+  mkdir -p "$(dirname "$dest")"
+  tmp=$(mktemp -d "$dest.XXXXXX")
   for file in $(git ls-tree --name-only "$rev" model_store/vsod-student/); do
-    git show "$rev:$file" > "$dest.tmp/$(basename "$file")"
+    git show "$rev:$file" > "$tmp/$(basename "$file")"
   done
-  mv "$dest.tmp" "$dest"
+  mv -T "$tmp" "$dest" 2>/dev/null || { rm -rf "$tmp"; [[ -f $dest/manifest.json ]]; }
 }
 
 # train_run RUN ARGS...: `vsod-train train --out RUN ARGS...`, or, when RUN already holds a checkpoint,
