@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables set here are read by the scripts that source this file
 # Shared by the docs/training scripts: source it, don't run it.
 
 # Where data, runs and scored models live (outside the repository); each may be set in the environment.
@@ -64,14 +66,15 @@ VERSION_6=0ba2520  # version 5 + 1,500 steps, real share doubled: NAME=v5-real2 
 VERSION_7=3c1801f  # version 6 + 1,500 steps, real share 3/10 each: NAME=v6-real3 FROM=6 SHARES="1 1 3 3 2" TKD_WEIGHT=3 motion-mix.sh
 VERSION_8=3f0032a  # version 7's run with half the composites varied: NAME=v6-real3-varied FROM=6 SHARES="1 0.5 3 3 2" EXTRA_DATA=... motion-mix.sh
 
-# score STORE MODEL OUT_DIR LABEL=ROOT...: score a stored model on the val split of each ROOT once,
-# into OUT_DIR/MODEL-LABEL.json (a file already there is kept).
+# score STORE MODEL OUT_DIR LABEL=ROOT[@SPLIT]...: score a stored model on the SPLIT (default val) of
+# each ROOT once, into OUT_DIR/MODEL-LABEL.json (a file already there is kept).
 score() {
   local store=$1 model=$2 out_dir=$3 set; shift 3
   mkdir -p "$out_dir"
   for set in "$@"; do
-    local out=$out_dir/$model-${set%%=*}.json
-    [[ -f $out ]] || vsod-train eval --dataset davis --root "${set#*=}" --split val --model "$model" --store "$store" \
+    local out=$out_dir/$model-${set%%=*}.json root=${set#*=} split=val
+    [[ $root == *@* ]] && { split=${root##*@}; root=${root%@*}; }
+    [[ -f $out ]] || vsod-train eval --dataset davis --root "$root" --split "$split" --model "$model" --store "$store" \
       --threads "${THREADS:-2}" --no-progress --json "$out"
   done
 }
