@@ -17,7 +17,7 @@
 # Environment: PYTHON (default python3), GPU_CHECK_TIMEOUT_S (default 295: the hard stop, beyond the
 # script's own 280 s budget). Arguments go to bench/gpu_check.py (e.g. --batches 1 8 32 --size 352).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 python=${PYTHON:-python3}
 if ! command -v nvidia-smi >/dev/null 2>&1; then
     echo '{"bench": "gpu_check", "skipped": "no CUDA GPU: nvidia-smi not found"}'
