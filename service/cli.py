@@ -153,7 +153,7 @@ def run_predict(args: argparse.Namespace) -> int:
             bar.close()
         if writer is not None:
             writer.close()
-        if info.kind == "video" and total is not None and count < total:  # e.g. OpenCV's tree.avi: 444 said, 68 there
+        if info.kind == "video" and total is not None and count < total:  # a truncated file; OpenCV's tree.avi is one
             warn(f"{info.path.name}'s container announces {total} frames but holds {count}; "
                  f"all {count} were processed (a truncated file?)")
     elapsed = time.perf_counter() - start
