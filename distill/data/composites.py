@@ -20,6 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from service.formats import IMAGE_SUFFIXES
+
 from .loaders import load_labelled
 from .sequences import read_rgb, read_soft_mask
 
@@ -27,7 +29,6 @@ Rng = np.random.Generator
 
 # File stems never used for training (issue "Real-world accuracy": evaluation only).
 RESERVED_STEMS = frozenset({"box", "box_in_scene", "cup"})
-BACKGROUND_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # OpenCV decodes these; SVG is skipped
 MIN_COVER, MAX_COVER = 0.02, 0.70  # a map covering less is noise, more is a background, not an object
 MIN_BACKGROUND_SIDE = 480  # smaller files in those packages are icons, dots and password fields
 # Logos and login-screen previews (avatars, text) would be unlabelled salient objects in the background.
@@ -104,7 +105,7 @@ def load_backgrounds(folders: list[Path]) -> dict[str, np.ndarray]:
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"background folder not found: {folder}")
         for path in sorted(Path(folder).rglob("*")):
-            if (not path.is_file() or path.suffix.lower() not in BACKGROUND_SUFFIXES or reserved(path)
+            if (not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or reserved(path)
                     or any(word in path.stem.lower() for word in UNSUITABLE_BACKGROUNDS) or str(path) in images):
                 continue
             try:
