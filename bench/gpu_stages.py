@@ -24,6 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(BENCH))  # bench/common.py, bench/concurrency.py
 
 from tests.devices import float32_exact  # noqa: E402
 
@@ -62,7 +63,6 @@ def cuda_provider_only() -> Iterator[None]:
 
 def sample_frames(count: int, size: tuple[int, int] = (576, 768)) -> tuple[list[Any], str]:
     """Real frames (OpenCV's vtest.avi) where the machine has them, else synthetic ones of that size."""
-    sys.path.insert(0, str(BENCH))
     from common import VIDEO, video_frames
 
     if VIDEO.exists():
@@ -237,8 +237,6 @@ def throughput(runtimes: dict[str, Any], device: Any, size: tuple[int, int], arg
 def stage_server(args: argparse.Namespace) -> int:
     """A real server on the device, then 1 and 16 (`--sessions`) lockstep WebSocket sessions."""
     import httpx
-
-    sys.path.insert(0, str(BENCH))
     from common import jpeg, start_server, stop_server
     from concurrency import load
 

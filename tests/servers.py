@@ -188,7 +188,14 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
-    """A small video file: MJPG in .avi, mp4v in .mp4 (OpenCV's writer; any decodable codec will do)."""
+    """A small video file: MJPG in .avi, mp4v in .mp4 (OpenCV's writer; any decodable codec will do), or
+    an animated .gif (Pillow's writer: OpenCV writes no GIF)."""
+    if path.suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(frame) for frame in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return path
     fourcc = cv2.VideoWriter.fourcc(*("MJPG" if path.suffix == ".avi" else "mp4v"))
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))

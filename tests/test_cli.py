@@ -168,11 +168,8 @@ def test_predict_single_image(tmp_path: Path, model_store_env: dict[str, str], p
 
 def test_predict_animated_gif_and_webp(tmp_path: Path, model_store_env: dict[str, str]) -> None:
     """An animated GIF is a clip (one mask per frame), a WebP an image: the formats the server reads."""
-    from PIL import Image
-
     frames = moving_square_frames(5, 48, 64)
-    Image.fromarray(frames[0]).save(tmp_path / "anim.gif", save_all=True, duration=100, loop=0,
-                                    append_images=[Image.fromarray(frame) for frame in frames[1:]])
+    write_clip(tmp_path / "anim.gif", frames)
     assert cv2.imwrite(str(tmp_path / "still.webp"), frames[0][..., ::-1])
     out = tmp_path / "out"
     result = run_vsod(model_store_env, "predict", tmp_path / "anim.gif", "--out", out / "gif", "--quiet")

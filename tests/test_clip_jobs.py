@@ -140,10 +140,7 @@ def test_raw_video_body(redis_server: Server, tmp_path: Path) -> None:
 
 
 def test_animated_gif_upload(server: Server, tmp_path: Path) -> None:
-    from PIL import Image
-
-    frames = [Image.fromarray(frame) for frame in moving_square_frames(6, seed=7)]
-    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    write_clip(tmp_path / "anim.gif", moving_square_frames(6, seed=7))
     response = httpx.post(f"{server.url}/v1/clips",
                           files={"file": ("anim.gif", (tmp_path / "anim.gif").read_bytes(), "image/gif")})
     assert response.status_code == 202, response.text

@@ -20,6 +20,7 @@ from service.video import (
     write_atomic,
 )
 from service.video_writers import MaskVideoWriter, OverlayVideoWriter, overlay
+from tests.servers import write_clip
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -124,12 +125,9 @@ def test_folder_errors(tmp_path: Path) -> None:
 
 
 def test_animated_gif_is_a_clip_and_webp_frames_are_images(tmp_path: Path) -> None:
-    from PIL import Image
-
     rng = np.random.default_rng(1)
     frames = [np.repeat(rng.integers(0, 256, (1, 1, 3), dtype=np.uint8), 20 * 30, 0).reshape(20, 30, 3) for _ in range(4)]
-    Image.fromarray(frames[0]).save(tmp_path / "anim.gif", save_all=True, duration=100, loop=0,
-                                    append_images=[Image.fromarray(frame) for frame in frames[1:]])
+    write_clip(tmp_path / "anim.gif", frames)
     with open_media(tmp_path / "anim.gif") as source:
         assert source.info.kind == "video" and source.info.size == (20, 30)
         decoded = [frame for _, frame in source.frames()]
