@@ -11,6 +11,38 @@ THREADS=${THREADS:-2}
 
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 
+# real_photos: the photos real-data.sh labels (its header says which and why), one path a line, in a
+# fixed order: holdout-data.sh holds photos out by their position in it.
+real_photos() {
+  local opencv=/usr/share/doc/opencv-doc/examples/data name folders
+  mapfile -t folders < <(python3 - <<'PY'
+import os, skimage, sklearn.datasets
+print(os.path.join(os.path.dirname(skimage.__file__), "data"))
+print(os.path.dirname(sklearn.datasets.load_sample_images().filenames[0]))
+PY
+)
+  for name in Blender_Suzanne1.jpg HappyFish.jpg aero1.jpg aloeL.jpg apple.jpg baboon.jpg basketball1.png \
+              blox.jpg building.jpg butterfly.jpg cards.png chicky_512.png ela_original.jpg fruits.jpg graf1.png \
+              home.jpg leuvenA.jpg licenseplate_motion.jpg messi5.jpg orange.jpg pca_test1.jpg rubberwhale1.png \
+              smarties.png squirrel_cls.jpg starry_night.jpg stuff.jpg; do
+    echo "$opencv/$name"
+  done
+  for name in astronaut.png camera.png chelsea.png coffee.png coins.png horse.png motorcycle_left.png rocket.jpg; do
+    echo "${folders[0]}/$name"
+  done
+  echo "${folders[1]}/china.jpg"
+  echo "${folders[1]}/flower.jpg"
+}
+
+# wallpaper_folders: the folders of Debian's desktop background packages present here (desktop-base,
+# gnome-backgrounds), one a line: the composites' backgrounds.
+wallpaper_folders() {
+  local folder
+  for folder in /usr/share/backgrounds /usr/share/wallpapers /usr/share/desktop-base; do
+    if [[ -d $folder ]]; then echo "$folder"; fi
+  done
+}
+
 # model_at REV DEST: the default model as commit REV shipped it, copied into the model-store folder
 # DEST once. Runs start from a fixed version, whatever model_store/ holds today.
 # Runs started side by side may ask for the same model at once: each writes its own temporary copy,

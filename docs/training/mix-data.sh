@@ -17,10 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
-backgrounds=()
-for folder in /usr/share/backgrounds /usr/share/wallpapers /usr/share/desktop-base; do
-  [[ -d $folder ]] && backgrounds+=("$folder")
-done
+mapfile -t backgrounds < <(wallpaper_folders)
 
 # Wait for any other process still writing the same root (an earlier, interrupted or parallel start).
 wait_for_writers() {

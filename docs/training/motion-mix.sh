@@ -48,6 +48,11 @@
 #                        # refiner added (--refiner-channels), which the narrower branch pays for
 #   NAME=v8-at288 FROM=8 SHARES="1 0.5 3 3 2" EXTRA_DATA=... SIZE=288 TKD_WEIGHT=3 ...
 #                        # trained at the size versions 4 to 8 are served at (SIZE, default 256)
+#   NAME=holdout-5 INIT=/work/runs/holdout-2/last.pt PHOTOS=... COMPOSITES=... SERVE_SIZES=288 SCORE=0 ...
+#                        # what docs/training/holdout.sh runs: INIT, a checkpoint or model folder to start
+#                        # from instead of a shipped version; PHOTOS and COMPOSITES, other photo and
+#                        # composite roots; SERVE_SIZES, the sizes to store it at besides its own
+#                        # (default "288 320"); SCORE=0 stops after storing it, unscored
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -64,24 +69,32 @@ FROM=${FROM:-2}
 EXTRA=()
 for root in ${EXTRA_DATA:-}; do EXTRA+=(--data "$root"); done
 read -r SYNTH_SHARE COMPOSITE_SHARE VIDEO_SHARE PHOTO_SHARE MOTION_SHARE <<< "${SHARES:-3 3 1 1 2}"
-INIT=$RUNS/models/version-$FROM
 VERSION_VAR=VERSION_$FROM
-[[ -n ${!VERSION_VAR:-} ]] || { log "FROM=$FROM: no shipped version $FROM in lib.sh"; exit 2; }
+if [[ -z ${INIT:-} ]]; then
+  [[ -n ${!VERSION_VAR:-} ]] || { log "FROM=$FROM: no shipped version $FROM in lib.sh"; exit 2; }
+  INIT=$RUNS/models/version-$FROM
+  model_at "${!VERSION_VAR}" "$INIT"
+fi
+[[ -e $INIT ]] || { log "INIT=$INIT: no such checkpoint or model folder"; exit 2; }
+PHOTOS=${PHOTOS:-$REAL/photos}
+COMPOSITES=${COMPOSITES:-$DATA/composites}
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 motion_clips train val
 
-model_at "${!VERSION_VAR}" "$INIT"
 train_run "$RUN" --init-from "$INIT" --motion-channels 8 \
-  --data "$DATA/synth@$SYNTH_SHARE" --data "$DATA/composites@$COMPOSITE_SHARE" \
-  --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$REAL/photos@$PHOTO_SHARE" \
+  --data "$DATA/synth@$SYNTH_SHARE" --data "$COMPOSITES@$COMPOSITE_SHARE" \
+  --data "labelled:$REAL/train@$VIDEO_SHARE" --data "labelled:$PHOTOS@$PHOTO_SHARE" \
   --data "$DATA/motion@$MOTION_SHARE" "${EXTRA[@]}" \
   --split train --input-size "$SIZE" --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
   --steps "$STEPS" --seed "$SEED" --save-every 100 "${TKD[@]}" "${RADIUS[@]}" "${CAMERA[@]}" "${REFINER[@]}"
 [[ -f $STORE/$NAME/manifest.json ]] || vsod-train export --checkpoint "$RUN/last.pt" --name "$NAME" \
   --store "$STORE" --speed-frames 20 --no-progress
-served_at "$STORE" "$NAME" 288  # versions 4 and 5: trained at 256, served at 288
-served_at "$STORE" "$NAME" 320  # served as version 3 is
+# 288: versions 4 to 8 (trained at 256); 320: as version 3 is.
+for size in ${SERVE_SIZES:-288 320}; do
+  served_at "$STORE" "$NAME" "$size"
+done
+[[ ${SCORE:-1} == 0 ]] && { log "done: $STORE/$NAME (SCORE=0: not scored)"; exit 0; }
 model_at "$VERSION_3" "$STORE/vsod-student-v3"
 model_at "$VERSION_4" "$STORE/vsod-student-v4"
 model_at "$VERSION_5" "$STORE/vsod-student-v5"

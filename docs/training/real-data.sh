@@ -16,16 +16,9 @@
 # a gap. tree.avi is left out: the teacher finds no object in it (every map empty), and a sequence
 # without an object scores only how little a model marks, not whether it finds the object.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"  # real_photos (no cd: OUT_ROOT may be relative)
 out=${1:?usage: real-data.sh OUT_ROOT}
 data=/usr/share/doc/opencv-doc/examples/data
-python_data=$(python3 - <<'PY'
-import os, skimage, sklearn.datasets
-print(os.path.join(os.path.dirname(skimage.__file__), "data"))
-print(os.path.dirname(sklearn.datasets.load_sample_images().filenames[0]))
-PY
-)
-skimage_dir=$(sed -n 1p <<<"$python_data")
-sklearn_dir=$(sed -n 2p <<<"$python_data")
 label() { nice -n 10 vsod-train label --teacher isnet "$@"; }
 
 vsod-train fetch-teacher isnet
@@ -42,17 +35,7 @@ label "$data/vtest.avi" --start 650 --stride 2 --split val --out "$out/val-wide"
 label "$data/Megamind.avi" --start 215 --split val --out "$out/val-wide"
 
 # Photos: one-frame sequences, also the cut-outs of the real-object composites.
-photos=()
-for name in Blender_Suzanne1.jpg HappyFish.jpg aero1.jpg aloeL.jpg apple.jpg baboon.jpg basketball1.png \
-            blox.jpg building.jpg butterfly.jpg cards.png chicky_512.png ela_original.jpg fruits.jpg graf1.png \
-            home.jpg leuvenA.jpg licenseplate_motion.jpg messi5.jpg orange.jpg pca_test1.jpg rubberwhale1.png \
-            smarties.png squirrel_cls.jpg starry_night.jpg stuff.jpg; do
-  photos+=("$data/$name")
-done
-for name in astronaut.png camera.png chelsea.png coffee.png coins.png horse.png motorcycle_left.png rocket.jpg; do
-  photos+=("$skimage_dir/$name")
-done
-photos+=("$sklearn_dir/china.jpg" "$sklearn_dir/flower.jpg")
+mapfile -t photos < <(real_photos)
 label "${photos[@]}" --split train --out "$out/photos"
 
 # Videos, up to the validation part (and a gap before it).

@@ -13,7 +13,9 @@
 # Shares of the samples: synthetic 3/8, composites 3/8, real videos 1/8, real photos 1/8. (The first
 # run, synthetic 1/2 and composites 1/4, was stopped at step 980 while it still over-segmented.)
 #
-# It starts from version 1 of the default model (extracted from git), as version 2 did.
+# It starts from version 1 of the default model (extracted from git), as version 2 did. Version 2's
+# run had a budget of 60 minutes (MINUTES); STEPS=N gives it N steps instead, the same on any machine.
+# PHOTOS and COMPOSITES replace the photo and composite roots (holdout.sh trains on their train parts).
 #
 # Resumable: rerun it after an interruption. docs/training/mix-data.sh makes the synthetic clips and
 # composites first (each step once), and a run folder with a checkpoint continues with --resume (same
@@ -23,14 +25,18 @@ cd "$(dirname "$0")/../.."  # the repository root: model_store/ is relative to i
 source docs/training/lib.sh
 RUN=${RUN:-$RUNS/real-mix}
 MINUTES=${MINUTES:-60}
+BUDGET=(--max-minutes "$MINUTES")
+[[ -n ${STEPS:-} ]] && BUDGET=(--steps "$STEPS")
 INIT=${INIT:-$RUNS/models/version-1}  # the run starts from version 1, extracted from git
+PHOTOS=${PHOTOS:-$REAL/photos}
+COMPOSITES=${COMPOSITES:-$DATA/composites}
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 
-model_at "$VERSION_1" "$INIT"
+[[ -e $INIT ]] || model_at "$VERSION_1" "$INIT"
 train_run "$RUN" --init-from "$INIT" \
-  --data "$DATA/synth@3" --data "$DATA/composites@3" \
-  --data "labelled:$REAL/train@1" --data "labelled:$REAL/photos@1" \
+  --data "$DATA/synth@3" --data "$COMPOSITES@3" \
+  --data "labelled:$REAL/train@1" --data "labelled:$PHOTOS@1" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
-  --max-minutes "$MINUTES" --seed 0 --save-every 100
+  "${BUDGET[@]}" --seed 0 --save-every 100
 log "done: $RUN/last.pt"
