@@ -46,6 +46,7 @@ def data_sources(data: list[dict[str, Any]]) -> list[str]:
             lines.append(f"- `{entry['root']}`: objects cut out of " + ", ".join(f"`{c}`" for c in entry["cutouts"])
                          + f" by the teacher's maps, over {len(entry.get('backgrounds', []))} backgrounds: "
                          + ", ".join(f"`{b}`" for b in entry.get("backgrounds", []))
+                         + "".join(f"; some clips set in the photos of `{root}`" for root in entry.get("scenes", []))
                          + "".join(f"; {scene_style(style)}" for style in entry.get("styles", [])))
     for teacher in teachers.values():
         lines.append(f"- teacher: {teacher.get('model')}, {teacher.get('variant')} variant at {teacher.get('input_size')}x"

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from distill.data.composites import CompositeAssets, load_backgrounds, load_cutouts
+from distill.data.composites import CompositeAssets, load_backgrounds, load_cutouts, load_scene_photos
 from distill.data.loaders import load_davis
+from distill.data.provenance import root_provenance
 from distill.data.render import Effects, render_frame
 from distill.data.sequences import read_mask
 from distill.data.synthetic import generate_synthetic, sample_scene, sequence_rng
@@ -166,3 +167,59 @@ def test_vsod_train_synth_composites_cli(tmp_path: Path) -> None:
     assert [s.name for s in load_davis(tmp_path / "cmp", "train")] == ["cmp-train-s4-0000"]
     half = subprocess.run(command[:-2], capture_output=True, text=True, env=env, timeout=120)
     assert half.returncode == 1 and "need both --cutouts" in half.stderr and half.stderr.strip().count("\n") == 0
+
+
+def test_scene_photos_keep_scenery_and_skip_photos_that_are_all_object(tmp_path: Path) -> None:
+    photos = load_scene_photos(write_photos(tmp_path / "photos"))
+    # astronaut (an object in a scene) and chelsea (a photo without an object) are scenery; coffee is all
+    # object and box is reserved for evaluation.
+    assert [photo.name for photo in photos] == ["astronaut/00000", "chelsea/00000"]
+    assert photos[0].soft.shape == photos[0].rgb.shape[:2] and photos[0].soft.max() > 0.9
+
+
+def test_without_scene_photos_the_scenery_is_the_background_draw_for_draw(assets: CompositeAssets) -> None:
+    """Roots generated before scene photos existed regenerate byte for byte: no extra random draw."""
+    first, second = np.random.default_rng(7), np.random.default_rng(7)
+    scenery = assets.scenery(first, (60, 90), (40, 60))
+    assert scenery.salient is None and scenery.reach is None
+    assert np.array_equal(scenery.canvas, assets.background(second, 60, 90))
+    assert first.random() == second.random()
+
+
+def test_clips_set_in_a_scene_photo_mark_its_object_and_the_pasted_ones(tmp_path: Path) -> None:
+    base = tmp_path / "assets"
+    photos = write_photos(base / "photos")
+    assets = CompositeAssets.load(photos, [write_backgrounds(base / "bg")], scene_root=photos, scene_share=1.0)
+    checked = 0
+    for index in range(12):
+        scene = sample_scene(sequence_rng(2, "train", index, composite=True), SIZE, 4, assets)
+        photo_layer = scene.layers[0]
+        assert photo_layer.salient and photo_layer.world and photo_layer.rgb is not None
+        pasted = [layer for layer in scene.layers[1:] if layer.salient]
+        assert pasted, "the cut-outs still move over the photo"
+        # Alone (no pasted objects, no distractors), the mask is exactly where the photo's map, seen
+        # through the camera, is at least one half.
+        scene.layers = [photo_layer]
+        for t in (0, 3):
+            _, mask = render_frame(scene, t, effects=False)
+            camera = scene.camera.matrix(t, scene.steps, scene.size)
+            expected = cv2.warpAffine(photo_layer.alpha, camera, (SIZE[1], SIZE[0]), flags=cv2.INTER_LINEAR) >= 0.5
+            assert (mask != expected).mean() < 0.01
+            checked += int(mask.any())
+    assert checked >= 4  # the astronaut is in view in most clips
+
+
+def test_vsod_train_synth_scenes_cli_records_them(tmp_path: Path) -> None:
+    photos, backgrounds = write_photos(tmp_path / "photos"), write_backgrounds(tmp_path / "bg")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "distill.cli", "synth", "--out", str(tmp_path / "cmp"), "--sequences", "2",
+               "--frames", "2", "--size", "64x96", "--scenes", str(photos), "--scene-share", "1"]
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 1 and "--scenes sets composites in photos" in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and not (tmp_path / "cmp").exists()
+    done = subprocess.run([*command, "--cutouts", str(photos), "--backgrounds", str(backgrounds)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "cmp" / "composites.json").read_text())["train-s0"]
+    assert record["scene_photos"] == ["astronaut/00000", "chelsea/00000"] and record["scene_share"] == 1.0
+    assert root_provenance(tmp_path / "cmp")["scenes"] == [str(photos.resolve())]

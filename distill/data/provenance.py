@@ -32,8 +32,10 @@ def root_provenance(root: Path | str) -> dict[str, Any]:
         # Each split's SceneStyle (object sizes, defocus); splits written before it was recorded have none.
         styles = [json.loads(text) for text in sorted({json.dumps(part["style"], sort_keys=True)
                                                        for part in composites.values() if "style" in part})]
+        # Roots of scene photos (the clips set in whole labelled photos), where a split used them.
+        scenes = sorted({part["scenes"] for part in composites.values() if "scenes" in part})
         return {"cutouts": cutouts, "backgrounds": backgrounds, **({"styles": styles} if styles else {}),
-                **({"teacher": teachers[0]} if teachers else {})}
+                **({"scenes": scenes} if scenes else {}), **({"teacher": teachers[0]} if teachers else {})}
     return {}
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import textures as tx
-from .composites import CompositeAssets
+from .composites import CompositeAssets, Scenery
 from .provenance import COMPOSITES
 from .render import Camera, Effects, Layer, Scene, render_frame
 
@@ -99,16 +99,17 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeA
     short = float(min(height, width))
     canvas_h, canvas_w = int(height * 1.5) + 8, int(width * 1.5) + 8
     camouflage = rng.random() < camouflage_share and assets is None
-    if assets is None:
-        background = tx.background(rng, canvas_h, canvas_w, busy=camouflage)
-    else:
-        background = assets.background(rng, canvas_h, canvas_w)
+    scenery = Scenery(tx.background(rng, canvas_h, canvas_w, busy=camouflage)) if assets is None else \
+        assets.scenery(rng, (canvas_h, canvas_w), (height, width))
+    background = scenery.canvas
     reference = tx.colour_samples(background)
 
     margin = np.array([(canvas_w - width) / 2.0, (canvas_h - height) / 2.0])
     centre = np.array([(canvas_w - 1) / 2.0, (canvas_h - 1) / 2.0])
     shake = rng.uniform(0, 0.012, 2) * short * (rng.random() < 0.6)
     travel = (margin - shake - 0.06 * short) * 0.9
+    if scenery.reach is not None:  # a scene photo: the camera stays on it, not on its mirrored border
+        travel = np.minimum(travel, np.maximum(scenery.reach - shake, 0.0))
     still = rng.random() < 0.25
     cam_start = centre + rng.uniform(-1, 1, 2) * travel
     cam_end = cam_start if still else centre + rng.uniform(-1, 1, 2) * travel
@@ -119,6 +120,8 @@ def sample_scene(rng: Rng, size: tuple[int, int], steps: int, assets: CompositeA
 
     count = 1 if camouflage else int(rng.choice([1, 2, 3], p=[0.55, 0.3, 0.15]))
     layers: list[Layer] = []
+    if scenery.salient is not None:  # a scene photo's object: salient, fixed in the scenery, drawn as it is
+        layers.append(Layer(background, scenery.salient, True, True, centre, centre))
     for _ in range(int(rng.integers(0, 4))):  # faint distractors: part of the scenery, not salient
         radius = short * rng.uniform(0.07, 0.22)
         n = max(8, int(2 * radius))
@@ -321,6 +324,12 @@ def add_synth_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backgrounds", type=Path, nargs="+", default=None, metavar="DIR",
                         help="composites: raster backgrounds (jpg, png, webp) under these folders, e.g. "
                         "/usr/share/backgrounds /usr/share/desktop-base")
+    parser.add_argument("--scenes", type=Path, default=None, metavar="ROOT",
+                        help="composites: set a share of the clips in whole photos of this teacher-labelled root "
+                        "instead of a wallpaper, each photo's own object salient too (the teacher's map)")
+    parser.add_argument("--scene-split", default="train", help="split of the --scenes root (default train)")
+    parser.add_argument("--scene-share", type=float, default=0.5, metavar="SHARE",
+                        help="with --scenes: share of the clips set in a photo (default 0.5)")
     parser.add_argument("--camouflage", type=float, default=CAMOUFLAGE_SHARE, metavar="SHARE",
                         help=f"share of clips whose one object is cut from the background, so only its motion "
                         f"reveals it (default {CAMOUFLAGE_SHARE}; 1: a motion-only set). Plain clips only")
@@ -337,8 +346,11 @@ def add_synth_command(subparsers: argparse._SubParsersAction) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     if (args.cutouts is None) != (args.backgrounds is None):
         raise ValueError("composites need both --cutouts ROOT and --backgrounds DIR...")
+    if args.scenes is not None and args.cutouts is None:
+        raise ValueError("--scenes sets composites in photos: it needs --cutouts ROOT and --backgrounds DIR...")
     style = SceneStyle(tuple(args.object_size), args.defocus)
-    assets = CompositeAssets.load(args.cutouts, args.backgrounds, args.cutout_split) if args.cutouts else None
+    assets = CompositeAssets.load(args.cutouts, args.backgrounds, args.cutout_split, args.scenes, args.scene_split,
+                                  args.scene_share) if args.cutouts else None
     names = generate_synthetic(args.out, args.sequences, args.frames, args.seed, args.size, args.split, progress=True,
                                assets=assets, camouflage_share=args.camouflage, style=style)
     print(f"wrote {len(names)} sequences x {args.frames} frames ({args.split}) to {args.out}")

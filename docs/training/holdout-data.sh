@@ -15,6 +15,10 @@
 #   $DATA/holdout/composites-varied   the same, varied as mix-data.sh's composites-varied
 #   $DATA/holdout/composites-held split val: held-out objects over held-out wallpapers, varied style
 #                                 (40 clips, seed 1000): the held-out scenes in motion
+#   $DATA/holdout/composites-scenes   train objects, half the clips set in whole train photos (their own
+#                                 objects salient too: `vsod-train synth --scenes`), varied style (150, seed 3)
+#   $DATA/holdout/composites-held-scenes  split val: held-out objects moving over the held-out photos,
+#                                 every clip set in one (40 clips, seed 1001): held-out real clutter
 #
 # The rule that picks the held-out part is mechanical and was written before any run used it. Models
 # trained on the train parts (docs/training/holdout.sh) are chosen on the held-out photos, the
@@ -73,4 +77,10 @@ composites "$out/composites-varied" .done-train-s2 --sequences 150 --seed 2 --sp
   --cutouts "$out/photos" --cutout-split train --backgrounds "$out/backgrounds-train" --object-size 0.06 0.45 --defocus 0.4
 composites "$out/composites-held" .done-val-s1000 --sequences 40 --seed 1000 --split val \
   --cutouts "$out/photos" --cutout-split val --backgrounds "$out/backgrounds-val" --object-size 0.06 0.45 --defocus 0.4
+composites "$out/composites-scenes" .done-train-s3 --sequences 150 --seed 3 --split train \
+  --cutouts "$out/photos" --cutout-split train --backgrounds "$out/backgrounds-train" --object-size 0.06 0.45 --defocus 0.4 \
+  --scenes "$out/photos" --scene-split train --scene-share 0.5
+composites "$out/composites-held-scenes" .done-val-s1001 --sequences 40 --seed 1001 --split val \
+  --cutouts "$out/photos" --cutout-split val --backgrounds "$out/backgrounds-val" --object-size 0.06 0.45 --defocus 0.4 \
+  --scenes "$out/photos" --scene-split val --scene-share 1
 log "done: $out"
