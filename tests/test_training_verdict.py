@@ -1,0 +1,47 @@
+"""docs/training/verdict.py: the rule that chooses between training runs, computed from score files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = ("held-photos", "held-composites", "held-scenes", "real-wide", "synth", "motion", "real-consecutive")
+
+
+def write_scores(folder: Path, model: str, s_measure: dict[str, float], flicker: float = 0.005) -> None:
+    for name in SETS:
+        payload = {"results": {model: {"s_measure": s_measure.get(name, 0.8), "flicker": flicker}}}
+        (folder / f"{model}-{name}.json").write_text(json.dumps(payload))
+
+
+def run_verdict(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "docs/training/verdict.py"), str(folder), "new", "old"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_candidate_passes_only_with_the_held_out_gain_and_no_loss(tmp_path: Path) -> None:
+    write_scores(tmp_path, "old", {})
+    write_scores(tmp_path, "new", {"held-photos": 0.82, "held-composites": 0.815, "held-scenes": 0.81, "synth": 0.795})
+    done = run_verdict(tmp_path)
+    assert done.returncode == 0 and done.stdout.strip().endswith("new against old: passes"), done.stdout
+
+    write_scores(tmp_path, "new", {"held-photos": 0.86, "held-composites": 0.785})  # one held-out set lost 0.015
+    done = run_verdict(tmp_path)
+    assert done.returncode == 1 and "FAIL  held-composites S -0.0150" in done.stdout
+
+    write_scores(tmp_path, "new", {"held-photos": 0.809, "held-composites": 0.809, "held-scenes": 0.809})  # +0.009
+    assert run_verdict(tmp_path).returncode == 1
+
+    write_scores(tmp_path, "new", {"held-photos": 0.83, "held-composites": 0.83, "held-scenes": 0.83}, flicker=0.0065)
+    done = run_verdict(tmp_path)
+    assert done.returncode == 1 and "FAIL  real-consecutive flicker +0.0015" in done.stdout
+
+
+def test_a_missing_score_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    write_scores(tmp_path, "old", {})
+    done = run_verdict(tmp_path)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1
+    assert "a score is missing" in done.stderr
