@@ -19,6 +19,7 @@ backgrounds, whatever folder they sit in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,19 +75,25 @@ def cutout_from(name: str, frame: np.ndarray, soft: np.ndarray) -> Cutout | None
     return Cutout(name, np.ascontiguousarray(rgb), np.ascontiguousarray(alpha))
 
 
-def load_cutouts(root: Path | str, split: str | None = "train") -> list[Cutout]:
-    """Every usable object of a teacher-labelled root (each annotated frame of each sequence)."""
-    cutouts = []
+def _labelled_frames(root: Path | str, split: str | None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, uint8 RGB, the teacher's soft map at the frame's size) of each annotated frame of a
+    teacher-labelled root, the evaluation-only names left out."""
     for sequence in load_labelled(root, split):
         if sequence.name.lower() in RESERVED_STEMS:
             continue
         for index in sequence.annotated:
             if reserved(sequence.frames[index]):
                 continue
-            cutout = cutout_from(f"{sequence.name}/{sequence.frames[index].stem}", read_rgb(sequence.frames[index]),
-                                 read_soft_mask(sequence.masks[index]))
-            if cutout is not None:
-                cutouts.append(cutout)
+            rgb, soft = read_rgb(sequence.frames[index]), read_soft_mask(sequence.masks[index])
+            if soft.shape != rgb.shape[:2]:
+                soft = cv2.resize(soft, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+            yield f"{sequence.name}/{sequence.frames[index].stem}", rgb, soft
+
+
+def load_cutouts(root: Path | str, split: str | None = "train") -> list[Cutout]:
+    """Every usable object of a teacher-labelled root (each annotated frame of each sequence)."""
+    cutouts = [cutout for name, rgb, soft in _labelled_frames(root, split)
+               if (cutout := cutout_from(name, rgb, soft)) is not None]
     if not cutouts:
         raise ValueError(f"no labelled frame under {root} has an object covering 2-70% of it: nothing to cut out")
     return cutouts
@@ -104,22 +111,8 @@ class ScenePhoto:
 def load_scene_photos(root: Path | str, split: str | None = "train") -> list[ScenePhoto]:
     """Every annotated frame of a teacher-labelled root whose object leaves scenery around it (its map
     covers at most 70%; an empty map is a photo without an object, fine as scenery)."""
-    photos = []
-    for sequence in load_labelled(root, split):
-        if sequence.name.lower() in RESERVED_STEMS:
-            continue
-        for index in sequence.annotated:
-            if reserved(sequence.frames[index]):
-                continue
-            rgb = read_rgb(sequence.frames[index])
-            soft = read_soft_mask(sequence.masks[index])
-            if soft.shape != rgb.shape[:2]:
-                soft = cv2.resize(soft, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
-            if float((soft >= 0.5).mean()) > MAX_COVER:
-                continue
-            soft = np.where(soft < FAINT, 0.0, soft).astype(np.float32)
-            photos.append(ScenePhoto(f"{sequence.name}/{sequence.frames[index].stem}", _fit(rgb, MAX_SIDE),
-                                     _fit(soft, MAX_SIDE)))
+    photos = [ScenePhoto(name, _fit(rgb, MAX_SIDE), _fit(np.where(soft < FAINT, 0.0, soft).astype(np.float32), MAX_SIDE))
+              for name, rgb, soft in _labelled_frames(root, split) if float((soft >= 0.5).mean()) <= MAX_COVER]
     if not photos:
         raise ValueError(f"no labelled frame under {root} leaves scenery around its object (map over 70% of it)")
     return photos
