@@ -68,7 +68,10 @@ class SequenceScorer:
 
 
 def scored_frames(sequence: VideoSequence) -> list[int]:
-    """Frame indices the protocol scores: those with ground truth, minus the first and last frames."""
+    """Frame indices the protocol scores: those with ground truth, minus the first and last frames. A
+    one-frame sequence is an image (a photo set, DUTS): its frame is scored, or none would be."""
+    if len(sequence.frames) == 1:
+        return sorted(sequence.masks)
     last = len(sequence.frames) - 1
     return sorted(i for i in sequence.masks if 0 < i < last)
 

@@ -108,6 +108,19 @@ def test_first_last_and_unannotated_frames_are_not_scored(tmp_path: Path) -> Non
     assert result["mae"] == 0.0 and result["s_measure"] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_a_one_frame_sequence_is_an_image_and_its_frame_is_scored(tmp_path: Path) -> None:
+    """Photo sets (a labelled folder of photos, DUTS) are one-frame sequences: skipping first and last
+    frames would leave nothing to score."""
+    root = write_davis(tmp_path, sequences=3, frames=1)
+    sequences = load_dataset("davis", root, split="val")
+    assert [scored_frames(sequence) for sequence in sequences] == [[0], [0], [0]]
+    result = evaluate_sequences(oracle(sequences), sequences, progress=False)
+    assert result["frames_scored"] == 3 and result["s_measure"] == pytest.approx(1.0, abs=1e-6)
+    assert result["flicker"] is None  # no two consecutive frames
+    unlabelled = write_davis(tmp_path / "unlabelled", sequences=1, frames=1, annotated=[])
+    assert scored_frames(load_dataset("davis", unlabelled, split="val")[0]) == []
+
+
 def test_inverted_prediction_scores_badly(davis_root: Path) -> None:
     sequences = load_dataset("davis", davis_root, split="val")
     perfect = oracle(sequences)
