@@ -37,12 +37,27 @@ METRICS = ("mae", "s_measure", "max_f", "mean_e")
 METRIC_TITLES = {"mae": "MAE", "s_measure": "S-measure", "max_f": "max F (b2=0.3)", "mean_e": "mean E"}
 
 
+class BorderSafeSmeasure(Smeasure):
+    """pysodmetrics' S-measure, except that an empty quadrant contributes 0 instead of NaN.
+
+    The region term splits the frame at the object's centroid plus one (as the MATLAB original does).
+    When the object lies on the last row or column, one side of the split is empty: its weight is 0,
+    but pysodmetrics 1.6 scores it NaN, and 0 * NaN made the frame's and the whole sequence's S NaN
+    (an object leaving the frame at its bottom or right edge). Every other frame scores as before.
+    """
+
+    def ssim(self, pred: np.ndarray, gt: np.ndarray) -> float:
+        if pred.size == 0:
+            return 0.0
+        return float(super().ssim(pred, gt))
+
+
 class SequenceScorer:
     """The four metrics over the scored frames of one sequence."""
 
     def __init__(self) -> None:
         self.mae = MAE()
-        self.smeasure = Smeasure()
+        self.smeasure = BorderSafeSmeasure()
         # FmeasureV2 with a dynamic-threshold handler gives the 256-threshold F curve; the older
         # `Fmeasure` class computes the same curve but is deprecated by the library.
         self.fmeasure = FmeasureV2({"fm": FmeasureHandler(with_dynamic=True, with_adaptive=False, beta=0.3)})

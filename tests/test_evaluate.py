@@ -11,11 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from py_sod_metrics import Smeasure
 
 from distill.baselines import frame_difference_clip
 from distill.data.loaders import load_dataset
 from distill.data.sequences import VideoSequence, read_mask
-from distill.evaluate import evaluate_sequences, scored_frames
+from distill.evaluate import BorderSafeSmeasure, SequenceScorer, evaluate_sequences, scored_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (72, 96)  # height, width: small, and not the model's input size on purpose
@@ -119,6 +120,31 @@ def test_a_one_frame_sequence_is_an_image_and_its_frame_is_scored(tmp_path: Path
     assert result["flicker"] is None  # no two consecutive frames
     unlabelled = write_davis(tmp_path / "unlabelled", sequences=1, frames=1, annotated=[])
     assert scored_frames(load_dataset("davis", unlabelled, split="val")[0]) == []
+
+
+def test_an_object_on_the_last_row_or_column_has_a_finite_s_measure() -> None:
+    """Its centroid split leaves an empty quadrant (weight 0), which pysodmetrics scores NaN."""
+    bottom = np.zeros((60, 80), np.uint8)
+    bottom[59, 30:40] = 255  # an object leaving the frame at the bottom edge
+    right = np.zeros((60, 80), np.uint8)
+    right[20:30, 79] = 255
+    middle = np.zeros((60, 80), np.uint8)
+    middle[20:35, 25:50] = 255
+    for gt in (bottom, right):
+        prediction = cv2.GaussianBlur(gt, (0, 0), 2)
+        library = Smeasure()
+        with pytest.warns(RuntimeWarning):  # numpy: the mean of an empty slice
+            library.step(pred=prediction, gt=gt)
+        assert np.isnan(library.get_results()["sm"])  # the library's behaviour this works around
+        scorer = SequenceScorer()
+        scorer.step(prediction, gt)
+        assert 0.5 < scorer.results()["s_measure"] <= 1.0
+    # Anywhere else, the same number as the library's.
+    prediction = cv2.GaussianBlur(middle, (0, 0), 3)
+    library, safe = Smeasure(), BorderSafeSmeasure()
+    library.step(pred=prediction, gt=middle)
+    safe.step(pred=prediction, gt=middle)
+    assert safe.get_results()["sm"] == library.get_results()["sm"]
 
 
 def test_inverted_prediction_scores_badly(davis_root: Path) -> None:
