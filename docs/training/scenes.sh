@@ -18,11 +18,10 @@
 # made from all photos, against version 8); box.mp4 and cup.mp4 are reported after that choice only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+export THREADS=${THREADS:-1}  # before lib.sh, whose default is 2: this run shares the cores with holdout.sh's
 source docs/training/lib.sh
 HELD=$DATA/holdout
 OUT=$RUNS/holdout-scores
-THREADS=${THREADS:-1}
-export THREADS
 
 bash docs/training/holdout-data.sh
 while [[ ! -f $STORE/holdout-6/manifest.json ]]; do sleep 60; done
