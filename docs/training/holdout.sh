@@ -11,7 +11,7 @@
 #   holdout-6  holdout-5 + SHARES="2 2 2 2 2" (version 6's run)
 #   holdout-8  holdout-6 + SHARES="1 0.5 3 3 2" and composites-varied at 0.5 (version 8's run)
 # Each is served as its version is (holdout-2 at 256, the others at 288) and scored on the held-out
-# photos and composites, val-wide, and motion-mix.sh's sets, into $RUNS/holdout-scores. The shipped
+# photos, composites and scenes, val-wide, and motion-mix.sh's sets, into $RUNS/holdout-scores. The shipped
 # versions are scored on the held-out sets too: they saw those objects and wallpapers, so the gap
 # between version N and holdout-N is what having seen them is worth. Resumable: a stage resumes its
 # run, or is skipped once its model is stored.
@@ -23,7 +23,8 @@ OUT=$RUNS/holdout-scores
 export PHOTOS=$HELD/photos COMPOSITES=$HELD/composites SERVE_SIZES=288 SCORE=0
 
 bash docs/training/holdout-data.sh
-HELD_SETS=("held-photos=$HELD/photos" "held-composites=$HELD/composites-held" "real-wide=$REAL/val-wide")
+HELD_SETS=("held-photos=$HELD/photos" "held-composites=$HELD/composites-held" "held-scenes=$HELD/composites-held-scenes"
+           "real-wide=$REAL/val-wide")
 SETS=("${HELD_SETS[@]}" "real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
 
 if [[ ! -f $STORE/holdout-2/manifest.json ]]; then
