@@ -207,7 +207,7 @@ class CompositeAssets:
         layers = [cv2.resize(photo.rgb, size, interpolation=interpolation).astype(np.float32) / 255.0,
                   cv2.resize(photo.soft, size, interpolation=interpolation)]
         flip = rng.random() < 0.5
-        # Where the canvas window lies on the photo (centred where the photo is larger than the canvas).
+        # The canvas on the photo: in its middle where the photo is larger, centred where it is smaller.
         top = (size[1] - canvas[0]) * rng.uniform(0.3, 0.7) if size[1] > canvas[0] else (size[1] - canvas[0]) / 2
         left = (size[0] - canvas[1]) * rng.uniform(0.3, 0.7) if size[0] > canvas[1] else (size[0] - canvas[1]) / 2
         placed = []
@@ -238,7 +238,6 @@ class CompositeAssets:
         rgb = cv2.resize(np.ascontiguousarray(rgb), shape, interpolation=interpolation)
         alpha = cv2.resize(np.ascontiguousarray(alpha), shape, interpolation=interpolation)
         return rgb, np.clip(alpha, 0.0, 1.0)
-
 
 
 def _crop(rng: Rng, image: np.ndarray, height: int, width: int) -> np.ndarray:
