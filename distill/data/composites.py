@@ -58,9 +58,8 @@ def reserved(path: Path | str) -> bool:
 
 
 def cutout_from(name: str, frame: np.ndarray, soft: np.ndarray) -> Cutout | None:
-    """The object of one labelled frame, or None when the map covers < 2% or > 70% of it."""
-    if soft.shape != frame.shape[:2]:
-        soft = cv2.resize(soft, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_LINEAR)
+    """The object of one labelled frame (`soft` at the frame's size), or None when the map covers < 2%
+    or > 70% of it."""
     inside = soft >= 0.5
     if not MIN_COVER <= float(inside.mean()) <= MAX_COVER:
         return None
@@ -180,7 +179,7 @@ class CompositeAssets:
         cutouts = load_cutouts(cutout_root, split)
         backgrounds = load_backgrounds(background_folders)
         sources: dict[str, Any] = {"cutouts": str(Path(cutout_root).resolve()), "cutout_split": split,
-                   "objects": [c.name for c in cutouts], "backgrounds": sorted(backgrounds)}
+                                   "objects": [c.name for c in cutouts], "backgrounds": sorted(backgrounds)}
         if scene_root is None:
             return cls(cutouts, backgrounds, sources)
         scenes = load_scene_photos(scene_root, scene_split)
