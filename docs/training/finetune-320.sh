@@ -38,8 +38,7 @@ mkdir -p "$STORE"
   --store "$STORE" --input-size "$SIZE" --speed-frames 20 --no-progress
 model_at "$VERSION_2" "$STORE/vsod-student-v2"
 served_at "$STORE" vsod-student-v2 "$SIZE"
-SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
 for model in finetune-320 "vsod-student-v2-$SIZE" vsod-student-v2; do
-  score "$STORE" "$model" "$RUNS/finetune-320-scores" "${SETS[@]}"
+  score "$STORE" "$model" "$RUNS/finetune-320-scores" "${VALIDATION_SETS[@]}"
 done
 log "done: $RUNS/finetune-320-scores"

@@ -21,9 +21,9 @@
 #                                 every clip set in one (40 clips, seed 1001): held-out real clutter
 #
 # The rule that picks the held-out part is mechanical and was written before any run used it. Models
-# trained on the train parts (docs/training/holdout.sh) are chosen on the held-out photos, the
-# held-out composites and val-wide; models that saw everything (the shipped versions) score higher
-# on the held-out parts than they would on new objects. Resumable like mix-data.sh.
+# trained on the train parts (docs/training/holdout.sh) are chosen on the held-out photos, composites
+# and scenes and val-wide (lib.sh's HELD_SETS); models that saw everything (the shipped versions)
+# score higher on the held-out parts than they would on new objects. Resumable like mix-data.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
@@ -64,23 +64,16 @@ PY
   touch "$out/backgrounds-val/.done"
 fi
 
-composites() {
-  local root=$1 marker=$2; shift 2
-  [[ -f $root/$marker ]] && { log "$root: $marker already generated"; return; }
-  log "generating $root ($marker)"
-  nice -n 5 vsod-train synth --out "$root" --frames 24 "$@"
-  touch "$root/$marker"
-}
-composites "$out/composites" .done-train-s1 --sequences 150 --seed 1 --split train \
+synth_once "$out/composites" .done-train-s1 --frames 24 --sequences 150 --seed 1 --split train \
   --cutouts "$out/photos" --cutout-split train --backgrounds "$out/backgrounds-train"
-composites "$out/composites-varied" .done-train-s2 --sequences 150 --seed 2 --split train \
+synth_once "$out/composites-varied" .done-train-s2 --frames 24 --sequences 150 --seed 2 --split train \
   --cutouts "$out/photos" --cutout-split train --backgrounds "$out/backgrounds-train" --object-size 0.06 0.45 --defocus 0.4
-composites "$out/composites-held" .done-val-s1000 --sequences 40 --seed 1000 --split val \
+synth_once "$out/composites-held" .done-val-s1000 --frames 24 --sequences 40 --seed 1000 --split val \
   --cutouts "$out/photos" --cutout-split val --backgrounds "$out/backgrounds-val" --object-size 0.06 0.45 --defocus 0.4
-composites "$out/composites-scenes" .done-train-s3 --sequences 150 --seed 3 --split train \
+synth_once "$out/composites-scenes" .done-train-s3 --frames 24 --sequences 150 --seed 3 --split train \
   --cutouts "$out/photos" --cutout-split train --backgrounds "$out/backgrounds-train" --object-size 0.06 0.45 --defocus 0.4 \
   --scenes "$out/photos" --scene-split train --scene-share 0.5
-composites "$out/composites-held-scenes" .done-val-s1001 --sequences 40 --seed 1001 --split val \
+synth_once "$out/composites-held-scenes" .done-val-s1001 --frames 24 --sequences 40 --seed 1001 --split val \
   --cutouts "$out/photos" --cutout-split val --backgrounds "$out/backgrounds-val" --object-size 0.06 0.45 --defocus 0.4 \
   --scenes "$out/photos" --scene-split val --scene-share 1
 log "done: $out"

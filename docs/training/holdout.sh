@@ -23,9 +23,7 @@ OUT=$RUNS/holdout-scores
 export PHOTOS=$HELD/photos COMPOSITES=$HELD/composites SERVE_SIZES=288 SCORE=0
 
 bash docs/training/holdout-data.sh
-HELD_SETS=("held-photos=$HELD/photos" "held-composites=$HELD/composites-held" "held-scenes=$HELD/composites-held-scenes"
-           "real-wide=$REAL/val-wide")
-SETS=("${HELD_SETS[@]}" "real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
+SETS=("${HELD_SETS[@]}" "${VALIDATION_SETS[@]}")
 
 if [[ ! -f $STORE/holdout-2/manifest.json ]]; then
   RUN=$RUNS/holdout-2 STEPS=1865 bash docs/training/real-mix.sh
@@ -41,9 +39,7 @@ for model in holdout-5-288 holdout-6-288 holdout-8-288; do
   score "$STORE" "$model" "$OUT" "${SETS[@]}"
 done
 
-model_at "$VERSION_1" "$STORE/vsod-student-v1"
-model_at "$VERSION_2" "$STORE/vsod-student-v2"
-for version in 5 6 8; do
+for version in 1 2 5 6 8; do
   version_var=VERSION_$version
   model_at "${!version_var}" "$STORE/vsod-student-v$version"
 done

@@ -43,6 +43,25 @@ wallpaper_folders() {
   done
 }
 
+# synth_once ROOT MARKER ARGS...: `vsod-train synth --out ROOT ARGS...` once; the marker file records
+# that the split is complete, so a rerun skips it. It first waits for any other process still writing
+# the same root (an earlier, interrupted or parallel start).
+synth_once() {
+  local root=$1 marker=$2; shift 2
+  while pgrep -f -- "vsod-train synth --out $root " > /dev/null; do sleep 30; done
+  if [[ -f $root/$marker ]]; then log "$root: $marker already generated"; return; fi
+  log "generating $root ($marker)"
+  nice -n 5 vsod-train synth --out "$root" "$@"
+  touch "$root/$marker"
+}
+
+# The validation sets runs are scored on (`score`'s LABEL=ROOT arguments): the real frames, the same
+# frame by frame (flicker), the synthetic clips and the motion-only ones; and holdout-data.sh's held-out
+# photos, composites and scenes, with val-wide.
+VALIDATION_SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
+HELD_SETS=("held-photos=$DATA/holdout/photos" "held-composites=$DATA/holdout/composites-held"
+           "held-scenes=$DATA/holdout/composites-held-scenes" "real-wide=$REAL/val-wide")
+
 # model_at REV DEST: the default model as commit REV shipped it, copied into the model-store folder
 # DEST once. Runs start from a fixed version, whatever model_store/ holds today.
 # Runs started side by side may ask for the same model at once: each writes its own temporary copy,

@@ -19,23 +19,8 @@ cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
 mapfile -t backgrounds < <(wallpaper_folders)
 
-# Wait for any other process still writing the same root (an earlier, interrupted or parallel start).
-wait_for_writers() {
-  while pgrep -f -- "vsod-train synth --out $1 " > /dev/null; do sleep 30; done
-}
-
-# synth ROOT MARKER ARGS...: generate once; the marker records that the split is complete.
-synth() {
-  local root=$1 marker=$2; shift 2
-  wait_for_writers "$root"
-  if [[ -f $root/$marker ]]; then log "$root: $marker already generated"; return; fi
-  log "generating $root ($marker)"
-  nice -n 5 vsod-train synth --out "$root" "$@"
-  touch "$root/$marker"
-}
-
-synth "$DATA/synth" .done-train-s1 --sequences 300 --frames 24 --seed 1 --split train
-synth "$DATA/synth" .done-val-s1000 --sequences 40 --frames 24 --seed 1000 --split val
+synth_once "$DATA/synth" .done-train-s1 --sequences 300 --frames 24 --seed 1 --split train
+synth_once "$DATA/synth" .done-val-s1000 --sequences 40 --frames 24 --seed 1000 --split val
 
 log "waiting for the labelling job (real-data.sh) to finish"
 while pgrep -f "real-data.sh" > /dev/null; do sleep 30; done
@@ -43,7 +28,7 @@ for root in "$REAL/train" "$REAL/photos"; do
   [[ -f $root/labels.json ]] || { log "$root has no labels.json: run docs/training/real-data.sh first"; exit 1; }
 done
 
-synth "$DATA/composites" .done-train-s1 --sequences 150 --frames 24 --seed 1 --split train \
+synth_once "$DATA/composites" .done-train-s1 --sequences 150 --frames 24 --seed 1 --split train \
   --cutouts "$REAL/photos" --backgrounds "${backgrounds[@]}"
-synth "$DATA/composites-varied" .done-train-s2 --sequences 150 --frames 24 --seed 2 --split train \
+synth_once "$DATA/composites-varied" .done-train-s2 --sequences 150 --frames 24 --seed 2 --split train \
   --cutouts "$REAL/photos" --backgrounds "${backgrounds[@]}" --object-size 0.06 0.45 --defocus 0.4

@@ -101,8 +101,7 @@ model_at "$VERSION_5" "$STORE/vsod-student-v5"
 model_at "$VERSION_6" "$STORE/vsod-student-v6"
 model_at "$VERSION_7" "$STORE/vsod-student-v7"
 model_at "$VERSION_8" "$STORE/vsod-student-v8"
-SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
 for model in vsod-student-v3 vsod-student-v4 vsod-student-v5 vsod-student-v6 vsod-student-v7 vsod-student-v8 "$NAME" "$NAME-288" "$NAME-320"; do
-  score "$STORE" "$model" "$RUNS/motion-scores" "${SETS[@]}"
+  score "$STORE" "$model" "$RUNS/motion-scores" "${VALIDATION_SETS[@]}"
 done
 log "done: $RUNS/motion-scores"

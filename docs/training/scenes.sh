@@ -10,7 +10,7 @@
 # composites-varied's share drawn from composites-scenes instead (the same style, half its clips set
 # in whole train photos, their own objects salient). Same start, steps, seed and data otherwise.
 # It waits for holdout-6, runs beside holdout.sh's last stage (THREADS=1), waits for holdout-8, scores
-# both (and the lineage, for the held-out scenes) and prints the verdict:
+# both and prints the verdict:
 #   - held-out mean S (held photos, held composites, held scenes) at least 0.01 above the control's,
 #     and no held-out set, val-wide, synthetic or motion-only set more than 0.01 of S below it;
 #   - flicker on consecutive real frames at most 0.001 above the control's.
@@ -29,14 +29,8 @@ NAME=holdout-8-scenes INIT=$RUNS/holdout-6/last.pt SHARES="1 0.5 3 3 2" EXTRA_DA
   PHOTOS=$HELD/photos COMPOSITES=$HELD/composites SERVE_SIZES=288 SCORE=0 TKD_WEIGHT=3 bash docs/training/motion-mix.sh
 while [[ ! -f $STORE/holdout-8-288/manifest.json ]]; do sleep 60; done
 
-SETS=("held-photos=$HELD/photos" "held-composites=$HELD/composites-held" "held-scenes=$HELD/composites-held-scenes"
-      "real-wide=$REAL/val-wide" "real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth"
-      "motion=$DATA/motion")
 for model in holdout-8-scenes-288 holdout-8-288; do
-  score "$STORE" "$model" "$OUT" "${SETS[@]}"
-done
-for model in holdout-2 holdout-5-288 holdout-6-288; do
-  score "$STORE" "$model" "$OUT" "held-scenes=$HELD/composites-held-scenes"
+  score "$STORE" "$model" "$OUT" "${HELD_SETS[@]}" "${VALIDATION_SETS[@]}"
 done
 python3 docs/training/verdict.py "$OUT" holdout-8-scenes-288 holdout-8-288 || true
 log "done: $OUT"
