@@ -3,7 +3,7 @@
     python docs/training/verdict.py SCORES_DIR CANDIDATE CONTROL
 
 SCORES_DIR holds lib.sh `score` files, MODEL-SET.json (`vsod-train eval --json`). The rule is the one
-docs/training/scenes.sh states; it is written here once, as code, so that a verdict is computed, not
+docs/training/scenes.sh and views.sh state; it is written here once, as code, so that a verdict is computed, not
 read off a table after the fact:
 - on the held-out sets (objects and scenery no run has seen) the candidate's mean S is at least
   HELD_GAIN above the control's and it loses at most MAX_LOSS of S on any one of them;
