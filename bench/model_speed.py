@@ -23,14 +23,11 @@ ms per frame over the first `--modes` entry's) is the median of the per-round ra
 many times slower the student is: the check of the "streaming step within 2x of today's" budget when
 a student grows.
 
-Teachers (`--subjects spatial temporal`, from distill.teachers: fresh weights, which do not change
-the cost) have no step graph: `eager` and `torchscript` (traced per batch size, then
-`optimize_for_inference`), timed one configuration after another. The spatial teacher's call is one
-frame; the temporal teacher's is its streaming cost per frame, i.e. encode the new frame, run both
-ConvGRUs over its window (the other W-1 frames' features are cached) and decode it, as
-`TemporalTeacher.stream` does. They are slow, so they take `--teacher-runs` calls. The JSON line
-gives the teachers' ms/frame as multiples of the student's. Adding a model: write a function
-returning a `Subject` and list it in `SUBJECTS`.
+Teachers (`--subjects spatial temporal`, bench/teacher_speed.py) run `eager` and `torchscript`, one
+configuration after another: the spatial teacher's call is one frame, the temporal teacher's its
+streaming cost per frame. The JSON line gives the teachers' ms/frame as multiples of the student's.
+What is timed and how (`Subject`, timed calls) lives in bench/speed_timing.py. Adding a model: write a
+function returning a `Subject` and list it in `SUBJECTS`.
 """
 
 from __future__ import annotations
@@ -46,12 +43,11 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -60,35 +56,14 @@ from service.model.complexity import count_flops, count_parameters
 from service.model.onnx_step import STEP_GRAPH, export_step
 from service.model.runtime import StepRuntime
 from service.model.step import StreamStep
-from service.model.student import STKDStudent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
-
-if TYPE_CHECKING:  # built only when a teacher is timed: distill is the training package
-    from distill.teachers import SpatialTeacher, TemporalTeacher
+from speed_timing import Subject, base_result, key, timed_calls
+from teacher_speed import bench_teacher, teacher_subject
 
 STUDENT_MODES = ("onnxruntime", "torchscript", "eager")
-TEACHER_MODES = ("eager", "torchscript")
 EXPECTED_MODE = {"onnxruntime": "onnxruntime-cpu", "torchscript": "torchscript", "eager": "eager"}
-
-
-@dataclass
-class Subject:
-    """A network to time: `module(*inputs(batch))` is one call; `network` is what FLOPs count.
-    A student also carries its model and the step graph ONNX Runtime runs (`graph`, `graph_source`)."""
-
-    name: str
-    module: nn.Module
-    inputs: Callable[[int], tuple[Tensor, ...]]
-    network: nn.Module
-    student: STKDStudent | None = None
-    graph: Path | None = None
-    graph_source: str = ""
-    teacher: bool = False
-    flops: Callable[[tuple[int, int]], float] | None = None
-    keep: list[object] = field(default_factory=list)  # what must outlive the subject (a temp folder)
-    size: tuple[int, int] = (352, 352)  # the input (height, width) it is timed at
 
 
 def student_subject(args: argparse.Namespace, model: str | None = None, served_size: bool = False) -> Subject:
@@ -124,92 +99,9 @@ def student_subject(args: argparse.Namespace, model: str | None = None, served_s
     return subject
 
 
-class TeacherLogits(nn.Module):
-    """The spatial teacher's per-frame call, logits only (what tracing can return)."""
-
-    def __init__(self, teacher: SpatialTeacher) -> None:
-        super().__init__()
-        self.teacher = teacher
-
-    def forward(self, frames: Tensor) -> Tensor:
-        return self.teacher(frames).logits
-
-
-class TemporalTeacherStep(nn.Module):
-    """One streamed frame of the temporal teacher: encode it, ConvGRUs over its window (the other
-    frames' context features come cached, as in `TemporalTeacher.stream`), decode the frame."""
-
-    def __init__(self, teacher: TemporalTeacher) -> None:
-        super().__init__()
-        self.teacher = teacher
-
-    def forward(self, frames: Tensor, cached: Tensor) -> Tensor:
-        levels, deep = self.teacher.spatial.encode(frames)
-        window = torch.cat([cached, deep.unsqueeze(1)], dim=1)  # B, W, C, h, w
-        centre = window.shape[1] // 2
-        temporal = self.teacher.temporal(window)[:, centre]
-        return self.teacher.spatial.decoder(levels, temporal, frames.shape[-2:]).logits
-
-
-def teacher_subject(kind: str) -> Callable[[argparse.Namespace], Subject]:
-    def build(args: argparse.Namespace) -> Subject:
-        from distill.teachers import SpatialTeacher, TemporalTeacher, model_flops
-
-        teacher: SpatialTeacher | TemporalTeacher
-        if kind == "spatial":
-            teacher = spatial = SpatialTeacher().eval()
-
-            def inputs(batch: int) -> tuple[Tensor, ...]:
-                return (torch.rand(batch, 3, *args.size),)
-
-            subject = Subject("spatial-teacher", TeacherLogits(spatial).eval(), inputs, teacher)
-        else:
-            teacher = temporal = TemporalTeacher().eval()
-            deep_shape = temporal.spatial.encode(torch.rand(1, 3, *args.size))[1].shape[1:]
-            others = temporal.config.window - 1
-
-            def inputs(batch: int) -> tuple[Tensor, ...]:
-                return torch.rand(batch, 3, *args.size), torch.rand(batch, others, *deep_shape)
-
-            subject = Subject("temporal-teacher", TemporalTeacherStep(temporal).eval(), inputs, teacher)
-        subject.flops = lambda size: model_flops(teacher, size)
-        subject.teacher = True
-        return subject
-
-    return build
-
-
 SUBJECTS: dict[str, Callable[[argparse.Namespace], Subject]] = {
     "student": student_subject, "spatial": teacher_subject("spatial"), "temporal": teacher_subject("temporal"),
 }
-
-
-def timed_calls(call: Callable[[], object], runs: int) -> list[float]:
-    """Seconds of each of `runs` calls."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def timed_seconds(call: Callable[[], object], warmup: int, runs: int) -> tuple[float, float]:
-    """(median, best) seconds per call; the best shows what the code can do on a busy machine."""
-    for _ in range(warmup):  # oneDNN builds its kernels and the JIT profiles its graph on early calls
-        call()
-    times = timed_calls(call, runs)
-    return statistics.median(times), min(times)
-
-
-def key(mode: str, batch: int, threads: int) -> str:
-    return f"{mode}_b{batch}_t{threads}"
-
-
-def base_result(subject: Subject, args: argparse.Namespace) -> dict[str, Any]:
-    flops = subject.flops or (lambda size: count_flops(subject.network, size))
-    return {"params": count_parameters(subject.network), "gflops": round(flops(tuple(args.size)) / 1e9, 4),
-            "ms_per_frame": {}, "ms_per_frame_best": {}}
 
 
 BASELINE = "baseline:"  # the prefix of the --baseline student's modes
@@ -300,51 +192,6 @@ def mode_ratios(round_ms: dict[str, list[float]], modes: list[str], batches: lis
             for t in threads for b in batches
         }
     return out
-
-
-def compiled(subject: Subject, example: tuple[Tensor, ...], mode: str) -> nn.Module:
-    if mode == "eager":
-        return subject.module
-    # Traced per batch size, then frozen with conv+BN folding and oneDNN layouts.
-    return torch.jit.optimize_for_inference(torch.jit.trace(subject.module, example))
-
-
-def bench_teacher(subject: Subject, args: argparse.Namespace) -> dict[str, Any]:
-    """A teacher, one configuration after another: eager, and TorchScript checked against it."""
-    result = base_result(subject, args)
-    timings: dict[str, float] = result["ms_per_frame"]
-    best: dict[str, float] = result["ms_per_frame_best"]
-    warmup, runs = min(args.warmup, 2), args.teacher_runs
-    with torch.inference_mode():
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            for mode in [m for m in args.modes if m in TEACHER_MODES]:
-                for batch in args.batches:
-                    example = subject.inputs(batch)
-                    with torch.no_grad():
-                        module = compiled(subject, example, mode)
-                    if mode == "torchscript":  # the optimised graph must give the eager masks (BN folding moves the last bits)
-                        reference = _logits(subject.module(*example))
-                        try:
-                            optimised = _logits(module(*example))
-                        except RuntimeError as error:
-                            # oneDNN's adaptive pooling needs sizes divisible by its bins (the teachers'
-                            # pyramid pooling at 352: 11x11 into 2, 3, 6): freeze without oneDNN layouts.
-                            print(f"{subject.name}: optimize_for_inference failed ({str(error).splitlines()[-1]}); "
-                                  "timing torch.jit.freeze instead", file=sys.stderr)
-                            with torch.no_grad():
-                                module = torch.jit.freeze(torch.jit.trace(subject.module, example).eval())
-                            optimised = _logits(module(*example))
-                            result["torchscript"] = "torch.jit.freeze (optimize_for_inference failed)"
-                        torch.testing.assert_close(optimised.sigmoid(), reference.sigmoid(), rtol=0, atol=1e-3)
-                    median, fastest = timed_seconds(functools.partial(module, *example), warmup, runs)
-                    timings[key(mode, batch, threads)] = round(1000 * median / batch, 3)
-                    best[key(mode, batch, threads)] = round(1000 * fastest / batch, 3)
-    return result
-
-
-def _logits(output: Tensor | tuple[Tensor, ...]) -> Tensor:
-    return output[0] if isinstance(output, tuple) else output
 
 
 def relative_to_student(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
