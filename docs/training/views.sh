@@ -19,7 +19,12 @@
 #     and no held-out set, val-wide, synthetic or motion-only set more than 0.01 of S below it;
 #   - flicker on consecutive real frames at most 0.001 above the control's.
 # Passing, the views go to the shipped lineage's stages next; box.mp4 and cup.mp4 are reported after
-# that choice only. Resumable: the views, labels, runs and scores each continue where they stopped.
+# that choice only.
+# A third run, holdout-2-views-cropped, tells apart what the views bring: the candidate's frames with
+# each view's label cut from its photo's map by the same box (`views.py cropped-maps`) instead of the
+# teacher's map of the view. It is a diagnostic, not a candidate: its verdicts against the control and
+# the candidate are printed, and nothing is chosen on them. All three run side by side (THREADS=1).
+# Resumable: the views, labels, runs and scores each continue where they stopped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export THREADS=${THREADS:-1}  # before lib.sh, whose default is 2: the two runs share the cores
@@ -34,9 +39,11 @@ train=()
 for index in "${!photos[@]}"; do
   (( index % 4 == 1 )) || train+=("${photos[index]}")  # holdout-data.sh's rule: the train part
 done
-python3 docs/training/views.py "$HELD/photo-views-src" --per-image 10 --seed 0 "${train[@]}"
+python3 docs/training/views.py crops "$HELD/photo-views-src" --per-image 10 --seed 0 "${train[@]}"
 nice -n 10 vsod-train label --teacher isnet "${train[@]}" "$HELD"/photo-views-src/*.png --split train \
   --out "$HELD/photo-views"
+[[ -f $HELD/photo-views-cropped/labels.json ]] ||
+  python3 docs/training/views.py cropped-maps "$HELD/photo-views" "$HELD/photos" "$HELD/photo-views-cropped" --seed 0
 
 store_run() {  # store_run NAME PHOTO_ROOT: the real-mix.sh run, stored at 256 under NAME
   local name=$1 photo_root=$2
@@ -46,11 +53,17 @@ store_run() {  # store_run NAME PHOTO_ROOT: the real-mix.sh run, stored at 256 u
 }
 store_run holdout-2 "$HELD/photos" &
 control=$!
+store_run holdout-2-views-cropped "$HELD/photo-views-cropped" &
+diagnostic=$!
 store_run holdout-2-views "$HELD/photo-views"
 wait "$control"
+wait "$diagnostic"
 
-for model in holdout-2-views holdout-2; do
+for model in holdout-2-views holdout-2 holdout-2-views-cropped; do
   score "$STORE" "$model" "$OUT" "${HELD_SETS[@]}" "${VALIDATION_SETS[@]}"
 done
 python3 docs/training/verdict.py "$OUT" holdout-2-views holdout-2 || true
+log "diagnostic (nothing is chosen on it): the views with cropped maps against the control, then the candidate against it"
+python3 docs/training/verdict.py "$OUT" holdout-2-views-cropped holdout-2 || true
+python3 docs/training/verdict.py "$OUT" holdout-2-views holdout-2-views-cropped || true
 log "done: $OUT"
