@@ -7,7 +7,7 @@
 #   VSOD_TEACHER_CACHE=/work/cache/teachers bash docs/training/holdout-data.sh    # DATA=/work/data
 #
 #   $DATA/holdout/photos          real-data.sh's 36 photos labelled by the teacher: split train (27),
-#                                 split val (9: every 4th in real_photos' order, from the 2nd)
+#                                 split val (9: every 4th in real_photos' order, from the 2nd: lib.sh photo_part)
 #   $DATA/holdout/backgrounds-train, -val   links to mix-data.sh's wallpapers, split by theme (a
 #                                 theme's light and dark or sized variants stay together): val holds
 #                                 every 4th theme in name order, from the 2nd (4 of 15)
@@ -30,11 +30,8 @@ source docs/training/lib.sh
 out=$DATA/holdout
 
 vsod-train fetch-teacher isnet
-mapfile -t photos < <(real_photos)
-train=() held=()
-for index in "${!photos[@]}"; do
-  if (( index % 4 == 1 )); then held+=("${photos[index]}"); else train+=("${photos[index]}"); fi
-done
+mapfile -t train < <(photo_part train)
+mapfile -t held < <(photo_part val)
 nice -n 10 vsod-train label --teacher isnet "${train[@]}" --split train --out "$out/photos"
 nice -n 10 vsod-train label --teacher isnet "${held[@]}" --split val --out "$out/photos"
 

@@ -12,7 +12,7 @@ THREADS=${THREADS:-2}
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
 
 # real_photos: the photos real-data.sh labels (its header says which and why), one path a line, in a
-# fixed order: holdout-data.sh holds photos out by their position in it.
+# fixed order: photo_part holds photos out by their position in it.
 real_photos() {
   local opencv=/usr/share/doc/opencv-doc/examples/data name folders
   mapfile -t folders < <(python3 - <<'PY'
@@ -32,6 +32,22 @@ PY
   done
   echo "${folders[1]}/china.jpg"
   echo "${folders[1]}/flower.jpg"
+}
+
+# photo_part train|val: real_photos split by holdout-data.sh's rule, fixed before any run used it:
+# every 4th photo from the 2nd is held out (val, 9 of 36), the others are trained on (train), in order.
+photo_part() {
+  local part=$1 held index
+  local -a photos
+  case $part in
+    train) held=0 ;;
+    val) held=1 ;;
+    *) log "photo_part: unknown part $part (train, val)"; return 1 ;;
+  esac
+  mapfile -t photos < <(real_photos)
+  for index in "${!photos[@]}"; do
+    if (( (index % 4 == 1) == held )); then echo "${photos[index]}"; fi
+  done
 }
 
 # wallpaper_folders: the folders of Debian's desktop background packages present here (desktop-base,

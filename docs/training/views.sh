@@ -36,11 +36,7 @@ OUT=$RUNS/holdout-scores
 export COMPOSITES=$HELD/composites
 
 bash docs/training/holdout-data.sh
-mapfile -t photos < <(real_photos)
-train=()
-for index in "${!photos[@]}"; do
-  (( index % 4 == 1 )) || train+=("${photos[index]}")  # holdout-data.sh's rule: the train part
-done
+mapfile -t train < <(photo_part train)
 python3 docs/training/views.py crops "$HELD/photo-views-src" --per-image 10 --seed 0 "${train[@]}"
 nice -n 10 vsod-train label --teacher isnet "${train[@]}" "$HELD"/photo-views-src/*.png --split train \
   --out "$HELD/photo-views"
