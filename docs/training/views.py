@@ -28,9 +28,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from distill.teachers.labelling import RESOLUTION
+from service.video import write_atomic
+
 VIEW_AREA = (0.3, 0.9)
 VIEW_ASPECT = (-0.35, 0.35)
-RESOLUTION = "480p"  # the DAVIS layout `vsod-train label` writes
 VIEW_NAME = re.compile(r"(?P<stem>.+)-v(?P<number>\d{2})$")
 
 
@@ -47,10 +49,10 @@ def crop_box(height: int, width: int, seed: int, stem: str, number: int) -> tupl
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     """Write atomically: a file that exists is complete."""
-    temporary = path.with_suffix(".tmp.png")
-    if not cv2.imwrite(str(temporary), image):
-        raise OSError(f"could not write {path.name}")
-    temporary.replace(path)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    write_atomic(path, data.tobytes())
 
 
 def _read(path: Path, flags: int) -> np.ndarray:
