@@ -54,7 +54,7 @@ def test_views_are_crops_of_the_photo_within_the_area_range_and_reruns_keep_them
     (out / "shelf-v02.png").unlink()
     assert run_views("crops", str(out), str(tmp_path / "shelf.png"), "--per-image", "4", "--seed", "3").returncode == 0
     assert {view.name: view.read_bytes() for view in sorted(out.glob("*.png"))} == first  # same seed, same views
-    assert not list(out.glob("*.tmp.png"))
+    assert sorted(path.name for path in out.iterdir()) == sorted(first)  # no temporary file left behind
 
 
 def test_a_missing_photo_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
