@@ -1,4 +1,5 @@
-"""docs/training/verdict.py: the rule that chooses between training runs, computed from score files."""
+"""docs/training/verdict.py: the rule that chooses between training runs, computed from score files;
+and docs/training/scores.py, which reads those files and sets them side by side."""
 
 from __future__ import annotations
 
@@ -45,3 +46,22 @@ def test_a_missing_score_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = run_verdict(tmp_path)
     assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1
     assert "a score is missing" in done.stderr
+
+
+def test_the_table_gives_each_models_s_and_each_sets_spread(tmp_path: Path) -> None:
+    write_scores(tmp_path, "seed0", {"held-photos": 0.61, "held-scenes": 0.62}, flicker=0.0076)
+    write_scores(tmp_path, "seed1", {"held-photos": 0.64, "held-scenes": 0.615}, flicker=0.0073)
+    done = subprocess.run([sys.executable, str(REPO / "docs/training/scores.py"), str(tmp_path), "--models", "seed0",
+                           "seed1", "--sets", "held-photos", "held-scenes", "real-consecutive"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "| model | held-photos | held-scenes | real-consecutive |",
+        "| --- | --- | --- | --- |",
+        "| seed0 | 0.6100 | 0.6200 | 0.8000 (0.0076) |",
+        "| seed1 | 0.6400 | 0.6150 | 0.8000 (0.0073) |",
+        "| spread | 0.0300 | 0.0050 | 0.0000 |",
+    ]
+    missing = subprocess.run([sys.executable, str(REPO / "docs/training/scores.py"), str(tmp_path), "--models", "seed0",
+                              "--sets", "held-views"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stdout == "" and missing.stderr.count("\n") == 1

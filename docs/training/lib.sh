@@ -106,6 +106,15 @@ train_run() {
   fi
 }
 
+# store_run NAME PHOTO_ROOT: real-mix.sh's run (version 1 + 1,865 steps, holdout.sh's first stage) with
+# PHOTO_ROOT as its photos, stored at 256 under NAME once; SEED and COMPOSITES pass through to real-mix.sh.
+store_run() {
+  local name=$1 photo_root=$2
+  [[ -f $STORE/$name/manifest.json ]] && return
+  RUN=$RUNS/$name PHOTOS=$photo_root STEPS=1865 bash docs/training/real-mix.sh
+  vsod-train export --checkpoint "$RUNS/$name/last.pt" --name "$name" --store "$STORE" --speed-frames 5 --no-progress
+}
+
 # motion_clips SPLIT...: $DATA/motion, synthetic clips whose one object is cut from the scenery it moves
 # over, so only its motion reveals it (`vsod-train synth --camouflage 1`), made once per split:
 # train: 100 clips, seed 3; val: 20 clips, seed 2000.

@@ -15,7 +15,8 @@
 #
 # It starts from version 1 of the default model (extracted from git), as version 2 did. Version 2's
 # run had a budget of 60 minutes (MINUTES); STEPS=N gives it N steps instead, the same on any machine.
-# PHOTOS and COMPOSITES replace the photo and composite roots (holdout.sh trains on their train parts).
+# PHOTOS and COMPOSITES replace the photo and composite roots (holdout.sh trains on their train parts);
+# SEED (default 0) changes the data order and augmentation.
 #
 # Resumable: rerun it after an interruption. docs/training/mix-data.sh makes the synthetic clips and
 # composites first (each step once), and a run folder with a checkpoint continues with --resume (same
@@ -30,6 +31,7 @@ BUDGET=(--max-minutes "$MINUTES")
 INIT=${INIT:-$RUNS/models/version-1}  # the run starts from version 1, extracted from git
 PHOTOS=${PHOTOS:-$REAL/photos}
 COMPOSITES=${COMPOSITES:-$DATA/composites}
+SEED=${SEED:-0}  # data order and augmentation
 
 DATA=$DATA REAL=$REAL bash docs/training/mix-data.sh
 
@@ -38,5 +40,5 @@ train_run "$RUN" --init-from "$INIT" \
   --data "$DATA/synth@3" --data "$COMPOSITES@3" \
   --data "labelled:$REAL/train@1" --data "labelled:$PHOTOS@1" \
   --split train --input-size 256 --clip-len 3 --batch 8 --lr 5e-4 --warmup 100 \
-  "${BUDGET[@]}" --seed 0 --save-every 100
+  "${BUDGET[@]}" --seed "$SEED" --save-every 100
 log "done: $RUN/last.pt"

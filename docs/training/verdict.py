@@ -16,21 +16,14 @@ a score is missing.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from scores import FLICKER_SET, result  # this folder's reader of score files
+
 HELD_OUT = ("held-photos", "held-composites", "held-scenes")
 GUARDED = ("real-wide", "synth", "motion")
-FLICKER_SET = "real-consecutive"
 HELD_GAIN, MAX_LOSS, MAX_FLICKER_RISE = 0.01, 0.01, 0.001
-
-
-def result(scores: Path, model: str, dataset: str) -> dict[str, float]:
-    """The model's one result in MODEL-SET.json."""
-    payload = json.loads((scores / f"{model}-{dataset}.json").read_text())
-    (only,) = payload["results"].values()
-    return only
 
 
 def verdict(scores: Path, candidate: str, control: str) -> tuple[bool, list[str]]:

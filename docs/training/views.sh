@@ -43,12 +43,6 @@ nice -n 10 vsod-train label --teacher isnet "${train[@]}" "$HELD"/photo-views-sr
 [[ -f $HELD/photo-views-cropped/labels.json ]] ||
   python3 docs/training/views.py cropped-maps "$HELD/photo-views" "$HELD/photos" "$HELD/photo-views-cropped" --seed 0
 
-store_run() {  # store_run NAME PHOTO_ROOT: the real-mix.sh run, stored at 256 under NAME
-  local name=$1 photo_root=$2
-  [[ -f $STORE/$name/manifest.json ]] && return
-  RUN=$RUNS/$name PHOTOS=$photo_root STEPS=1865 bash docs/training/real-mix.sh
-  vsod-train export --checkpoint "$RUNS/$name/last.pt" --name "$name" --store "$STORE" --speed-frames 5 --no-progress
-}
 store_run holdout-2 "$HELD/photos" &
 control=$!
 store_run holdout-2-views-cropped "$HELD/photo-views-cropped" &
