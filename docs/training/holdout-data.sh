@@ -27,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
-out=$DATA/holdout
+out=$HELD
 
 vsod-train fetch-teacher isnet
 mapfile -t train < <(photo_part train)

@@ -18,8 +18,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source docs/training/lib.sh
-HELD=$DATA/holdout
-OUT=$RUNS/holdout-scores
 export PHOTOS=$HELD/photos COMPOSITES=$HELD/composites SERVE_SIZES=288 SCORE=0
 
 bash docs/training/holdout-data.sh
@@ -29,14 +27,14 @@ if [[ ! -f $STORE/holdout-2/manifest.json ]]; then
   RUN=$RUNS/holdout-2 STEPS=1865 bash docs/training/real-mix.sh
   vsod-train export --checkpoint "$RUNS/holdout-2/last.pt" --name holdout-2 --store "$STORE" --speed-frames 5 --no-progress
 fi
-score "$STORE" holdout-2 "$OUT" "${SETS[@]}"
+score "$STORE" holdout-2 "$HELD_SCORES" "${SETS[@]}"
 
 NAME=holdout-5 INIT=$RUNS/holdout-2/last.pt TKD_WEIGHT=3 bash docs/training/motion-mix.sh
 NAME=holdout-6 INIT=$RUNS/holdout-5/last.pt SHARES="2 2 2 2 2" TKD_WEIGHT=3 bash docs/training/motion-mix.sh
 NAME=holdout-8 INIT=$RUNS/holdout-6/last.pt SHARES="1 0.5 3 3 2" EXTRA_DATA="$HELD/composites-varied@0.5" \
   TKD_WEIGHT=3 bash docs/training/motion-mix.sh
 for model in holdout-5-288 holdout-6-288 holdout-8-288; do
-  score "$STORE" "$model" "$OUT" "${SETS[@]}"
+  score "$STORE" "$model" "$HELD_SCORES" "${SETS[@]}"
 done
 
 for version in 1 2 5 6 8; do
@@ -44,6 +42,6 @@ for version in 1 2 5 6 8; do
   model_at "${!version_var}" "$STORE/vsod-student-v$version"
 done
 for model in vsod-student-v1 vsod-student-v2 vsod-student-v5 vsod-student-v6 vsod-student-v8; do
-  score "$STORE" "$model" "$OUT" "${HELD_SETS[@]}"
+  score "$STORE" "$model" "$HELD_SCORES" "${HELD_SETS[@]}"
 done
-log "done: $OUT"
+log "done: $HELD_SCORES"

@@ -7,6 +7,8 @@ DATA=${DATA:-/work/data}
 REAL=${REAL:-$DATA/real}
 RUNS=${RUNS:-/work/runs}
 STORE=${STORE:-$RUNS/store}
+HELD=${HELD:-$DATA/holdout}  # holdout-data.sh's held-out split, and the train parts beside it
+HELD_SCORES=${HELD_SCORES:-$RUNS/holdout-scores}  # the score files of the runs chosen on it
 THREADS=${THREADS:-2}
 
 log() { echo "[$(date -u +%FT%TZ)] $*"; }
@@ -75,8 +77,8 @@ synth_once() {
 # frame by frame (flicker), the synthetic clips and the motion-only ones; and holdout-data.sh's held-out
 # photos, composites and scenes, with val-wide.
 VALIDATION_SETS=("real=$REAL/val" "real-consecutive=$REAL/val-consecutive" "synth=$DATA/synth" "motion=$DATA/motion")
-HELD_SETS=("held-photos=$DATA/holdout/photos" "held-composites=$DATA/holdout/composites-held"
-           "held-scenes=$DATA/holdout/composites-held-scenes" "real-wide=$REAL/val-wide")
+HELD_SETS=("held-photos=$HELD/photos" "held-composites=$HELD/composites-held"
+           "held-scenes=$HELD/composites-held-scenes" "real-wide=$REAL/val-wide")
 
 # model_at REV DEST: the default model as commit REV shipped it, copied into the model-store folder
 # DEST once. Runs start from a fixed version, whatever model_store/ holds today.
@@ -113,6 +115,14 @@ store_run() {
   [[ -f $STORE/$name/manifest.json ]] && return
   RUN=$RUNS/$name PHOTOS=$photo_root STEPS=1865 bash docs/training/real-mix.sh
   vsod-train export --checkpoint "$RUNS/$name/last.pt" --name "$name" --store "$STORE" --speed-frames 5 --no-progress
+}
+
+# labelled_views ROOT SPLIT PHOTO...: the photos and 10 random views of each (docs/training/views.py
+# crops, seed 0; the view images in ROOT-src), all labelled by the teacher into ROOT's SPLIT. Resumable.
+labelled_views() {
+  local root=$1 split=$2; shift 2
+  python3 docs/training/views.py crops "$root-src" --per-image 10 --seed 0 "$@"
+  nice -n 10 vsod-train label --teacher isnet "$@" "$root-src"/*.png --split "$split" --out "$root"
 }
 
 # motion_clips SPLIT...: $DATA/motion, synthetic clips whose one object is cut from the scenery it moves

@@ -23,15 +23,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export THREADS=${THREADS:-1}  # before lib.sh, whose default is 2: the runs share the cores
 source docs/training/lib.sh
-HELD=$DATA/holdout
-OUT=$RUNS/holdout-scores
 export COMPOSITES=$HELD/composites
 
 bash docs/training/holdout-data.sh
 mapfile -t held < <(photo_part val)
-python3 docs/training/views.py crops "$HELD/held-views-src" --per-image 10 --seed 0 "${held[@]}"
-nice -n 10 vsod-train label --teacher isnet "${held[@]}" "$HELD"/held-views-src/*.png --split val \
-  --out "$HELD/held-views"
+labelled_views "$HELD/held-views" val "${held[@]}"
 
 store_run holdout-2 "$HELD/photos" &
 first=$!
@@ -40,8 +36,8 @@ wait "$first"
 
 SETS=("${HELD_SETS[@]}" "held-views=$HELD/held-views" "${VALIDATION_SETS[@]}")
 for model in holdout-2 holdout-2-seed1; do
-  score "$STORE" "$model" "$OUT" "${SETS[@]}"
+  score "$STORE" "$model" "$HELD_SCORES" "${SETS[@]}"
 done
-python3 docs/training/scores.py "$OUT" --models holdout-2 holdout-2-seed1 \
+python3 docs/training/scores.py "$HELD_SCORES" --models holdout-2 holdout-2-seed1 \
   --sets held-photos held-views held-composites held-scenes real-wide real-consecutive synth motion
-log "done: $OUT"
+log "done: $HELD_SCORES"

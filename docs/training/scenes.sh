@@ -20,8 +20,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export THREADS=${THREADS:-1}  # before lib.sh, whose default is 2: this run shares the cores with holdout.sh's
 source docs/training/lib.sh
-HELD=$DATA/holdout
-OUT=$RUNS/holdout-scores
 
 bash docs/training/holdout-data.sh
 while [[ ! -f $STORE/holdout-6/manifest.json ]]; do sleep 60; done
@@ -30,7 +28,7 @@ NAME=holdout-8-scenes INIT=$RUNS/holdout-6/last.pt SHARES="1 0.5 3 3 2" EXTRA_DA
 while [[ ! -f $STORE/holdout-8-288/manifest.json ]]; do sleep 60; done
 
 for model in holdout-8-scenes-288 holdout-8-288; do
-  score "$STORE" "$model" "$OUT" "${HELD_SETS[@]}" "${VALIDATION_SETS[@]}"
+  score "$STORE" "$model" "$HELD_SCORES" "${HELD_SETS[@]}" "${VALIDATION_SETS[@]}"
 done
-python3 docs/training/verdict.py "$OUT" holdout-8-scenes-288 holdout-8-288 || true
-log "done: $OUT"
+python3 docs/training/verdict.py "$HELD_SCORES" holdout-8-scenes-288 holdout-8-288 || true
+log "done: $HELD_SCORES"

@@ -31,15 +31,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export THREADS=${THREADS:-1}  # before lib.sh, whose default is 2: the runs share the cores
 source docs/training/lib.sh
-HELD=$DATA/holdout
-OUT=$RUNS/holdout-scores
 export COMPOSITES=$HELD/composites
 
 bash docs/training/holdout-data.sh
 mapfile -t train < <(photo_part train)
-python3 docs/training/views.py crops "$HELD/photo-views-src" --per-image 10 --seed 0 "${train[@]}"
-nice -n 10 vsod-train label --teacher isnet "${train[@]}" "$HELD"/photo-views-src/*.png --split train \
-  --out "$HELD/photo-views"
+labelled_views "$HELD/photo-views" train "${train[@]}"
 [[ -f $HELD/photo-views-cropped/labels.json ]] ||
   python3 docs/training/views.py cropped-maps "$HELD/photo-views" "$HELD/photos" "$HELD/photo-views-cropped" --seed 0
 
@@ -52,10 +48,10 @@ wait "$control"
 wait "$diagnostic"
 
 for model in holdout-2-views holdout-2 holdout-2-views-cropped; do
-  score "$STORE" "$model" "$OUT" "${HELD_SETS[@]}" "${VALIDATION_SETS[@]}"
+  score "$STORE" "$model" "$HELD_SCORES" "${HELD_SETS[@]}" "${VALIDATION_SETS[@]}"
 done
-python3 docs/training/verdict.py "$OUT" holdout-2-views holdout-2 || true
+python3 docs/training/verdict.py "$HELD_SCORES" holdout-2-views holdout-2 || true
 log "diagnostic (nothing is chosen on it): the views with cropped maps against the control, then the candidate against it"
-python3 docs/training/verdict.py "$OUT" holdout-2-views-cropped holdout-2 || true
-python3 docs/training/verdict.py "$OUT" holdout-2-views holdout-2-views-cropped || true
-log "done: $OUT"
+python3 docs/training/verdict.py "$HELD_SCORES" holdout-2-views-cropped holdout-2 || true
+python3 docs/training/verdict.py "$HELD_SCORES" holdout-2-views holdout-2-views-cropped || true
+log "done: $HELD_SCORES"
