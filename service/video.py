@@ -35,6 +35,10 @@ import numpy as np
 from .formats import IMAGE_SUFFIXES, NOT_AN_IMAGE, SUPPORTED_VIDEOS, VIDEO_DEMUXERS, VIDEO_SUFFIXES
 from .model.processing import resize_image
 
+# OpenCV's own log lines (such as "IHDR chunk shall be first" for a broken PNG) are switched off: each
+# failure they describe reaches the user as this module's one-line VideoError or warning instead.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 # avformat options: a demuxer outside the list fails in avformat_open_input before its header is
 # read, and only the file itself may be opened (no nested file, pipe, http or crypto protocol).
 SAFE_OPEN = {"format_whitelist": ",".join(VIDEO_DEMUXERS), "protocol_whitelist": "file"}

@@ -134,10 +134,12 @@ def test_predict_folder_of_frames(
     for stem, frame in zip(stems, frames, strict=True):
         assert cv2.imwrite(str(folder / f"{stem}.jpg" if stem != "img_9" else folder / f"{stem}.png"), frame[..., ::-1])
     (folder / "img_5.jpg").write_bytes(b"corrupt: not a jpeg")
+    (folder / "img_6.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken")  # a PNG signature: OpenCV logs about it
     out = tmp_path / "out"
     result = run_vsod(model_store_env, "predict", folder, "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "img_5.jpg" in result.stderr and "warning" in result.stderr
+    assert "img_5.jpg" in result.stderr and "img_6.png" in result.stderr
+    assert all(line.startswith("warning: skipping corrupt frame: ") for line in result.stderr.splitlines()), result.stderr
     assert sorted(p.stem for p in out.iterdir()) == sorted(stems)
     read_back = [cv2.imread(str(next(folder.glob(f"{stem}.*"))))[..., ::-1].copy() for stem in stems]
     expected = list(predictor.predict_clip(read_back))
