@@ -303,12 +303,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from service.settings import Settings, describe_invalid
 
-    given = {"host": args.host, "port": args.port, "model": args.model, "model_store": args.store,
-             "redis_url": args.redis_url}
+    flags = {"host": "--host", "port": "--port", "model": "--model", "model_store": "--store", "redis_url": "--redis-url"}
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in flags.items()}
+    given = {field: value for field, value in given.items() if value is not None}
     try:
-        settings = Settings(**{key: value for key, value in given.items() if value is not None})
+        settings = Settings(**given)
     except ValidationError as error:  # pydantic's message spans lines: every problem on one line
-        raise ValueError(f"invalid settings: {describe_invalid(error)}") from None
+        raise ValueError(f"invalid settings: {describe_invalid(error, {f: flags[f] for f in given})}") from None
     sock = listen(settings.host, settings.port)
     apply_thread_policy(settings.threads)
     with EarlyAnswers(sock):  # /healthz 200 while torch and the app are imported

@@ -7,6 +7,7 @@ from the environment (`VSOD_REDIS_URL=redis://...`), then from the defaults belo
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -132,9 +133,16 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def describe_invalid(error: ValidationError) -> str:
-    """Every problem of invalid settings on one line, each named by its VSOD_ variable."""
-    return "; ".join(f"VSOD_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else
+def describe_invalid(error: ValidationError, flags: Mapping[str, str] | None = None) -> str:
+    """Every problem of invalid settings on one line, each named by its VSOD_ variable, and by the
+    command-line flag it came from where `flags` (field -> flag) names one."""
+
+    def name(loc: tuple[int | str, ...]) -> str:
+        variable = f"VSOD_{'_'.join(map(str, loc)).upper()}"
+        flag = (flags or {}).get(str(loc[0]))
+        return f"{flag} ({variable})" if flag else variable
+
+    return "; ".join(f"{name(e['loc'])}: {e['msg']}" if e["loc"] else
                      e["msg"].removeprefix("Value error, ") for e in error.errors())
 
 

@@ -208,7 +208,7 @@ def test_bad_limit_settings_fail_on_one_line(model_store_env: dict[str, str]) ->
     done = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "70000"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
-    for name in ("VSOD_PORT", "VSOD_MAX_FRAME_SIDE", "VSOD_MAX_STREAM_FPS"):
+    for name in ("--port (VSOD_PORT)", "VSOD_MAX_FRAME_SIDE", "VSOD_MAX_STREAM_FPS"):  # a flag named as typed
         assert name in done.stderr
     assert "secret-key" not in done.stderr
 
