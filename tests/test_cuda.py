@@ -13,6 +13,7 @@ float32 eager model on CUDA (TF32 off) against the CPU at the CPU backends' 1e-3
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,17 @@ def video(size: tuple[int, int], count: int, streams: int) -> Tensor:
     return torch.stack(per_stream, dim=1)
 
 
+def side_by_side(runtime: StepRuntime, reference: StepRuntime, size: tuple[int, int], count: int,
+                 streams: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """`count` steps of `streams` streams (`video`) through the GPU runtime and the CPU reference, each
+    carrying its own state: per step the GPU's logits and state, then the CPU's."""
+    state = expected_state = None
+    for frames in video(size, count, streams):
+        logits, state = runtime(frames.to(CUDA), state)
+        expected, expected_state = reference(frames, expected_state)
+        yield logits, state, expected, expected_state
+
+
 def assert_agrees(logits: Tensor, reference: Tensor, tolerance: float) -> None:
     """Probabilities within `tolerance`, and 8-bit masks within one level but for a few stray pixels."""
     p, q = logits.detach().float().cpu().sigmoid(), reference.detach().float().cpu().sigmoid()
@@ -94,10 +106,7 @@ def test_streams_match_float32_cpu_frame_by_frame(backend_on_cuda: str) -> None:
     assert runtime.mode == MODES[backend_on_cuda]
     reference, size = cpu_reference(SHIPPED, SHIPPED_MODEL)
     with torch.inference_mode():
-        state = expected_state = None
-        for frames in video(size, 6, streams=2):
-            logits, state = runtime(frames.to(CUDA), state)
-            expected, expected_state = reference(frames, expected_state)
+        for logits, state, expected, _ in side_by_side(runtime, reference, size, 6, streams=2):
             assert_agrees(logits, expected, REDUCED_TOLERANCE)
             assert state.device.type == "cuda"
 
@@ -154,9 +163,9 @@ def test_predictor_on_cuda_gives_the_cpu_masks_in_mixed_batches(backend_on_cuda:
         assert expected.shape == got.shape == (144, 192)
         stray = float((np.abs(expected.astype(np.int16) - got.astype(np.int16)) > 1).mean())
         assert stray <= STRAY_SHARE, f"{stray:.2e} of the mask pixels moved by more than one level"
-    for expected, got in zip(next_cpu, next_gpu, strict=True):
-        assert got["features"].dtype == np.float32 and got["features"].shape == expected["features"].shape
-        assert np.allclose(got["features"], expected["features"], atol=5e-2, rtol=2e-2)
+    for state_cpu, state_gpu in zip(next_cpu, next_gpu, strict=True):
+        assert state_gpu["features"].dtype == np.float32 and state_gpu["features"].shape == state_cpu["features"].shape
+        assert np.allclose(state_gpu["features"], state_cpu["features"], atol=5e-2, rtol=2e-2)
 
 
 def test_eager_float32_on_cuda_matches_the_cpu(model_store: ModelStore) -> None:
@@ -165,10 +174,7 @@ def test_eager_float32_on_cuda_matches_the_cpu(model_store: ModelStore) -> None:
     runtime = cuda_runtime(model_store, TEST_MODEL, "eager")
     reference, size = cpu_reference(model_store, TEST_MODEL)
     with torch.inference_mode(), float32_exact():
-        state = expected_state = None
-        for frames in video(size, 4, streams=2):
-            logits, state = runtime(frames.to(CUDA), state)
-            expected, expected_state = reference(frames, expected_state)
+        for logits, state, expected, expected_state in side_by_side(runtime, reference, size, 4, streams=2):
             assert float((logits.cpu().sigmoid() - expected.sigmoid()).abs().max()) <= FLOAT32_TOLERANCE
             assert torch.allclose(state.cpu(), expected_state, atol=1e-3, rtol=1e-3)
 
@@ -184,8 +190,5 @@ def test_tensorrt_when_installed_matches_float32_cpu() -> None:
         pytest.skip(f"TensorRT provider listed but not loadable here: the session runs {runtime.mode}")
     reference, size = cpu_reference(SHIPPED, SHIPPED_MODEL)
     with torch.inference_mode():
-        state = expected_state = None
-        for frames in video(size, 3, streams=1):
-            logits, state = runtime(frames.to(CUDA), state)
-            expected, expected_state = reference(frames, expected_state)
+        for logits, _, expected, _ in side_by_side(runtime, reference, size, 3, streams=1):
             assert_agrees(logits, expected, REDUCED_TOLERANCE)
