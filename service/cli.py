@@ -25,14 +25,11 @@ from typing import Any, NoReturn
 import numpy as np
 
 from service.formats import IMAGE_SUFFIXES, SUPPORTED_IMAGES, SUPPORTED_VIDEOS, VIDEO_SUFFIXES
+from service.messages import UsageError, first_line, run_command
 from service.process import EarlyAnswers, apply_thread_policy, listen
 
 DEFAULT_MODEL = "vsod-student"
 FORMATS = ("png", "mp4", "overlay")
-
-
-class UsageError(Exception):
-    """A combination of arguments that cannot work (exit 2, like argparse's own errors)."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -271,7 +268,7 @@ def run_models(args: argparse.Namespace) -> int:
                 row += _measured(store, name, manifest.input_size)
             rows.append([*row, summarize_metrics(manifest.metrics)])
         except ModelStoreError as error:  # one broken entry must not hide the others
-            rows.append([name, "error:", str(error).splitlines()[0]])
+            rows.append([name, "error:", first_line(error)])
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
     print(f"model store: {store.root}")
     for row in rows:
@@ -362,22 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"vsod {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except UsageError as error:
-        print(f"vsod {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    # ModelStoreError is a RuntimeError and VideoError a ValueError; OSError covers unwritable output.
-    except (ValueError, OSError, RuntimeError) as error:
-        message = str(error).strip().splitlines()
-        print(f"vsod {args.command}: error: {message[0] if message else type(error).__name__}", file=sys.stderr)
-        return 1
-
+    args = build_parser().parse_args(argv)
+    return run_command(f"vsod {args.command}", lambda: args.func(args))
 
 if __name__ == "__main__":
     sys.exit(main())

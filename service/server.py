@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from .api import create_app
 from .api.lifecycle import Startup, drain
+from .messages import USER_ERRORS, first_line
 from .model import ModelStore
 from .process import apply_thread_policy, listen
 from .settings import Settings, describe_invalid
@@ -125,8 +126,7 @@ def describe(error: Exception) -> str:
     """One line for a settings or startup error (pydantic's own message spans several)."""
     if isinstance(error, ValidationError):
         return describe_invalid(error)
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return first_line(error)
 
 
 def main() -> int:
@@ -136,7 +136,7 @@ def main() -> int:
               "`vsod serve` sets it in time", file=sys.stderr)
     try:
         serve(Settings())
-    except (ValueError, RuntimeError, OSError) as error:  # ValidationError and ModelStoreError among them
+    except USER_ERRORS as error:  # ValidationError and ModelStoreError among them
         print(f"vsod serve: error: {describe(error)}", file=sys.stderr)
         return 1
     return 0

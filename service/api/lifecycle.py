@@ -43,6 +43,7 @@ from ..engine import Engine, inference_executor
 from ..job_store import JobStore
 from ..jobs import JobRunner, job_store_for
 from ..live import LiveSessions, MemorySessionStore, RedisSessionStore, SessionStore
+from ..messages import USER_ERRORS, first_line
 from ..metrics import Metrics
 from ..model import ModelStore, Predictor
 from ..process import LOADING
@@ -139,10 +140,9 @@ async def load(settings: Settings, metrics: Metrics, startup: Startup) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as error:
-        lines = str(error).strip().splitlines()
-        startup.error = lines[0] if lines else type(error).__name__
+        startup.error = first_line(error)
         log.error("failed to start while %s: %s", startup.phase, startup.error,
-                  exc_info=not isinstance(error, (ValueError, RuntimeError, OSError)))
+                  exc_info=not isinstance(error, USER_ERRORS))
 
 
 async def stop_services(svc: Services) -> None:
