@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from service.backends import Backend  # noqa: E402
+from service.messages import run_command  # noqa: E402
 from tests.servers import REDIS_URL, Server, delete_prefix, redis_prefix, start_server, stop_server  # noqa: E402
 
 if TYPE_CHECKING:  # the model is imported when a bench asks for it: torch is slow to import
@@ -32,6 +33,12 @@ if TYPE_CHECKING:  # the model is imported when a bench asks for it: torch is sl
 
 VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 __all__ = ["REDIS_URL", "Server", "delete_prefix", "redis_prefix", "start_server", "stop_server"]
+
+
+def run(main: Callable[[], int | None]) -> int:
+    """A bench script's `main()`, its exit status returned; a bad input (an unknown model or store, a
+    missing file, a server that will not start) is one line on stderr and exit 1, not a traceback."""
+    return run_command(Path(sys.argv[0]).name, main)
 
 
 def machine() -> str:

@@ -37,6 +37,7 @@ from common import (
     median,
     percentile,
     redis_prefix,
+    run,
     server_env,
     start_server,
     stop_server,
@@ -170,4 +171,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

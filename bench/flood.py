@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import jpeg, median, percentile, server_env, start_server, stop_server, summary, video_frames
+from common import jpeg, median, percentile, run, server_env, start_server, stop_server, summary, video_frames
 
 
 def flood_frame(side: int, seed: int) -> bytes:
@@ -139,4 +139,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -58,7 +58,7 @@ from service.model.runtime import StepRuntime
 from service.model.step import StreamStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine
+from common import machine, run
 from speed_timing import Subject, base_result, key, timed_calls
 from teacher_speed import bench_teacher, teacher_subject
 
@@ -292,4 +292,4 @@ def _onnxruntime_version() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import load_avg, machine, start_server, stop_server
+from common import load_avg, machine, run, start_server, stop_server
 
 
 def rss_mib(pid: int) -> float:
@@ -68,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run(main))

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REDIS_URL, delete_prefix, median, redis_prefix, summary
+from common import REDIS_URL, delete_prefix, median, redis_prefix, run, summary
 
 from service.live import RedisSessionStore, SessionState
 from service.model import ModelStore
@@ -105,4 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

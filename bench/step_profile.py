@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from common import summary  # bench/common.py: also puts the checkout on sys.path
+from common import run, summary  # bench/common.py: also puts the checkout on sys.path
 
 from service.model import ModelStore
 
@@ -84,4 +84,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run(main))

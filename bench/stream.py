@@ -43,6 +43,7 @@ from common import (
     jpeg,
     median,
     redis_prefix,
+    run,
     server_env,
     start_server,
     stop_server,
@@ -244,4 +245,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import load_avg, machine
+from common import load_avg, machine, run
 
 from distill.teachers.isnet import INPUT_SIZE, load_isnet
 from service.video import open_media, read_image
@@ -90,4 +90,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     cv2.setNumThreads(1)
-    raise SystemExit(main())
+    sys.exit(run(main))

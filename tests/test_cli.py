@@ -360,6 +360,14 @@ def test_flops_include_the_inter_frame_encoding(predictor: Predictor) -> None:
     assert count_flops(model, (128, 128)) > without_attention
 
 
+@pytest.mark.parametrize("script", ["model_speed.py", "state.py", "step_profile.py"])
+def test_a_bench_script_refuses_an_unknown_model_in_one_line(script: str, model_store_env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, f"bench/{script}", "--model", "no-such-model"], cwd=REPO,
+                            env={**os.environ, **model_store_env}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.startswith(f"{script}: error: model 'no-such-model' not found") and result.stderr.count("\n") == 1
+
+
 def test_bench_model_speed_runs_and_ends_with_json(model_store_env: dict[str, str]) -> None:
     """The benchmark script works (tiny settings; its timings are not asserted, only present)."""
     result = subprocess.run(
