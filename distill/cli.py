@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from service.messages import run_command  # vsod's exit policy; standard library only, so torch is not loaded yet
+
 # OpenMP threads that busy-wait between ops made training 2-5x slower on a shared 2-core machine
 # (measured: 3.8-9.9 s/step vs 2.0 s/step at batch 8, 256 px). It must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -33,17 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("vsod-train: interrupted", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as error:
-        print(f"vsod-train {args.command}: {error}", file=sys.stderr)
-        return 1
-
+    args = build_parser().parse_args(argv)
+    return run_command(f"vsod-train {args.command}", lambda: args.func(args))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -289,7 +289,7 @@ def test_fine_tuning_narrows_the_motion_radius_and_keeps_it(synth_root: Path, tm
     assert wider.returncode == 1 and len(wider.stderr.strip().splitlines()) == 1
     assert "radius of 3 cannot be taken from one of 1" in wider.stderr
     zero = vsod_train(*train_args(synth_root, tmp_path / "zero", "--steps", "1", "--motion-radius", "0"))
-    assert zero.returncode == 1 and zero.stderr.strip() == "vsod-train train: --motion-radius must be at least 1"
+    assert zero.returncode == 1 and zero.stderr.strip() == "vsod-train train: error: --motion-radius must be at least 1"
 
 
 def test_fine_tuning_adds_a_refiner_and_keeps_it(synth_root: Path, tmp_path: Path, motion_model_store) -> None:  # type: ignore[no-untyped-def]
@@ -311,4 +311,4 @@ def test_fine_tuning_adds_a_refiner_and_keeps_it(synth_root: Path, tmp_path: Pat
     assert load_checkpoint(tmp_path / "again" / LAST)["model_config"]["refiner_channels"] == 8
     negative = vsod_train(*train_args(synth_root, tmp_path / "negative", "--steps", "1", "--refiner-channels", "-1"))
     assert negative.returncode == 1
-    assert negative.stderr.strip() == "vsod-train train: --refiner-channels must be 0 or more"
+    assert negative.stderr.strip() == "vsod-train train: error: --refiner-channels must be 0 or more"
