@@ -41,6 +41,29 @@ def test_a_candidate_passes_only_with_the_held_out_gain_and_no_loss(tmp_path: Pa
     assert done.returncode == 1 and "FAIL  real-consecutive flicker +0.0015" in done.stdout
 
 
+def test_several_controls_set_the_bar_at_their_mean_and_widen_each_bound_to_their_spread(tmp_path: Path) -> None:
+    write_scores(tmp_path, "old", {"real-wide": 0.77}, flicker=0.005)
+    write_scores(tmp_path, "old2", {"held-photos": 0.83, "real-wide": 0.80}, flicker=0.008)
+    write_scores(tmp_path, "new", {"held-photos": 0.8, "held-composites": 0.83, "held-scenes": 0.83, "real-wide": 0.765},
+                 flicker=0.008)
+    done = subprocess.run([sys.executable, str(REPO / "docs/training/verdict.py"), str(tmp_path), "new", "old", "old2"],
+                          capture_output=True, text=True, timeout=60)
+    # held-out mean 0.82: +0.015 over the controls' mean (0.805), above max(0.01, their spread 0.01); held
+    # photos -0.015 and val-wide -0.02 are within the seeds' spread (0.03); flicker +0.0015 within 0.003
+    assert done.returncode == 0, done.stdout
+    assert "pass  held-out mean S +0.0150 >= +0.0100" in done.stdout
+    assert "pass  held-photos S -0.0150 >= -0.0300" in done.stdout and "pass  real-wide S -0.0200 >= -0.0300" in done.stdout
+    assert "pass  real-consecutive flicker +0.0015 <= +0.0030" in done.stdout
+    assert done.stdout.strip().endswith("new against old, old2: passes")
+
+    write_scores(tmp_path, "old2", {"held-photos": 0.83, "real-wide": 0.78}, flicker=0.008)  # seeds closer: spread 0.01
+    write_scores(tmp_path, "new", {"held-photos": 0.8, "held-composites": 0.82, "held-scenes": 0.82, "real-wide": 0.76},
+                 flicker=0.008)
+    done = subprocess.run([sys.executable, str(REPO / "docs/training/verdict.py"), str(tmp_path), "new", "old", "old2"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "FAIL  real-wide S -0.0150 >= -0.0100" in done.stdout
+
+
 def test_a_missing_score_is_one_line_and_exit_2(tmp_path: Path) -> None:
     write_scores(tmp_path, "old", {})
     done = run_verdict(tmp_path)

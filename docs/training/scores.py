@@ -23,7 +23,7 @@ def result(scores: Path, model: str, dataset: str) -> dict[str, float]:
     """The model's one result in MODEL-SET.json."""
     payload = json.loads((scores / f"{model}-{dataset}.json").read_text())
     (only,) = payload["results"].values()
-    return only
+    return dict(only)
 
 
 def table(scores: Path, models: list[str], sets: list[str]) -> list[str]:
