@@ -362,5 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command(f"vsod {args.command}", lambda: args.func(args))
 
+
 if __name__ == "__main__":
     sys.exit(main())
