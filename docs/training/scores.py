@@ -28,14 +28,15 @@ def result(scores: Path, model: str, dataset: str) -> dict[str, float]:
 
 def table(scores: Path, models: list[str], sets: list[str]) -> list[str]:
     """The Markdown rows: S per model and set, and the spread per set when there are several models."""
-    s_measure = {(model, name): float(result(scores, model, name)["s_measure"]) for model in models for name in sets}
+    results = {(model, name): result(scores, model, name) for model in models for name in sets}
+    s_measure = {key: float(found["s_measure"]) for key, found in results.items()}
     lines = ["| model | " + " | ".join(sets) + " |", "| --- " * (len(sets) + 1) + "|"]
     for model in models:
         cells = []
         for name in sets:
             cell = f"{s_measure[model, name]:.4f}"
             if name == FLICKER_SET:
-                cell += f" ({float(result(scores, model, name)['flicker']):.4f})"
+                cell += f" ({float(results[model, name]['flicker']):.4f})"
             cells.append(cell)
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     if len(models) > 1:
